@@ -1,0 +1,58 @@
+# ocrstream — `make demo` runs the main job, `make test` runs the tests. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+# Tesseract with Korean + English (and the headers tesserocr builds against), fonts for the sample batch.
+APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config \
+	fonts-nanum g++
+PYTEST_ARGS ?=
+
+.PHONY: demo stop test chaos bench system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
+
+demo: venv kafka-jars  ## start the stack + services, OCR a sample batch, print the results
+	$(PY) -m demo.run
+
+stop:  ## stop the demo's services and the dev stack
+	-$(PY) -m demo.run --stop
+	$(PY) -m deploy.devstack down
+
+test: venv kafka-jars  ## the test suite on the real stack (started and stopped by the test session if not running)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+chaos: venv kafka-jars  ## the SIGKILL tests at full size
+	OCRSTREAM_CHAOS_SCALE=full $(PY) -m pytest -m chaos $(PYTEST_ARGS)
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
+
+venv: system-deps $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+kafka-jars: venv
+	$(PY) -m deploy.devstack fetch-kafka
+
+stack-up: venv kafka-jars
+	$(PY) -m deploy.devstack up
+
+stack-down:
+	$(PY) -m deploy.devstack down
+
+stack-status:
+	$(PY) -m deploy.devstack status
+
+schemas: venv  ## regenerate schemas/json/*.json from the models
+	$(PY) -m schemas.export
+
+lint-imports: venv
+	$(VENV)/bin/lint-imports

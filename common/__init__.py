@@ -1,0 +1,1 @@
+"""Plumbing shared by the services: settings, Kafka, object store, database, HTTP, logs and metrics."""

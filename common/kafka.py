@@ -1,0 +1,143 @@
+"""Kafka client builders, topic bootstrap, delivery checks, EOF tracking and DLQ records."""
+import base64
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from common.errors import DeliveryFailed
+from common.settings import Settings
+from schemas.dlq import DlqHeader, DlqRecord
+from schemas.topics import Topic
+
+log = logging.getLogger(__name__)
+
+# Per-topic configs at creation. batch.progress is a changelog of absolute snapshots: compact it.
+TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
+    Topic.BATCH_EVENTS: {},
+    Topic.OCR_CHUNKS: {},
+    Topic.OCR_RESULTS: {"max.message.bytes": "16777216"},  # a 100-page PDF's words and vectors
+    Topic.OCR_DLQ: {"retention.ms": str(30 * 24 * 3600 * 1000), "max.message.bytes": "16777216"},
+    Topic.BATCH_PROGRESS: {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "600000"},
+}
+
+
+def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
+    """Create every topic that is missing (idempotent). Returns the names it created."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [
+        NewTopic(settings.topic(t), settings.topic_partitions, settings.topic_replication_factor, config=cfg)
+        for t, cfg in TOPIC_CONFIGS.items()
+        if settings.topic(t) not in existing
+    ]
+    created = []
+    for name, future in (admin.create_topics(missing, operation_timeout=timeout).items() if missing else []):
+        try:
+            future.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another process won the race
+                raise
+    return created
+
+
+def build_producer(settings: Settings, *, client_id: str, transactional_id: str | None = None, **overrides) -> Producer:
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": client_id,
+        "enable.idempotence": True,  # no duplicates or reordering from producer retries
+        "acks": "all",
+        "linger.ms": 5,  # small batches: ingest answers only after a flush
+        "message.max.bytes": 16777216,  # matches the results topic's max.message.bytes
+        "compression.type": "zstd",
+    }
+    if transactional_id:
+        config["transactional.id"] = transactional_id
+    config.update(overrides)
+    return Producer(config)
+
+
+def build_consumer(settings: Settings, *, group_id: str, client_id: str, **overrides) -> Consumer:
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": group_id,
+        "client.id": client_id,
+        "isolation.level": "read_committed",  # never see aborted or in-flight transactional records
+        "enable.auto.commit": False,  # offsets move only with the work they account for
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10000,  # broker minimum is 6000 on the dev stack
+        "max.poll.interval.ms": 600000,  # OCR of a chunk can take minutes
+        "fetch.max.bytes": 33554432,
+        "max.partition.fetch.bytes": 16777216,
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+def produce_and_flush(producer: Producer, records: Iterable[tuple[str, bytes | None, bytes]], *, timeout: float) -> None:
+    """Produce (topic, key, value) records and wait for every acknowledgement; raise DeliveryFailed otherwise."""
+    failures: list[str] = []
+    pending = 0
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        nonlocal pending
+        pending -= 1
+        if err is not None:
+            failures.append(err.str())
+
+    for topic, key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                pending += 1
+                break
+            except BufferError:  # local queue full: let deliveries drain, then go on
+                producer.poll(0.1)
+    remaining = producer.flush(timeout)
+    if failures or remaining or pending:
+        raise DeliveryFailed(f"{len(failures) + remaining} record(s) not delivered: {failures[:3] or 'timed out'}")
+
+
+class PartitionEofTracker:
+    """'Caught up' = end-of-partition seen on every assigned partition (needs enable.partition.eof)."""
+
+    def __init__(self) -> None:
+        self._assigned: set[tuple[str, int]] = set()
+        self._at_eof: set[tuple[str, int]] = set()
+
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+
+    def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        for p in partitions:
+            self._assigned.discard((p.topic, p.partition))
+            self._at_eof.discard((p.topic, p.partition))
+
+    def reached_eof(self, topic: str, partition: int) -> None:
+        self._at_eof.add((topic, partition))
+
+    @property
+    def caught_up(self) -> bool:
+        return bool(self._assigned) and self._assigned <= self._at_eof
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def dlq_record(msg: Message, *, reason: str, error: BaseException, service: str) -> DlqRecord:
+    """The original record, whole, with why it could not be processed."""
+    return DlqRecord(
+        source_topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key_b64=_b64(msg.key()),
+        value_b64=_b64(msg.value()),
+        headers=[DlqHeader(key=k, value_b64=_b64(v)) for k, v in (msg.headers() or [])],
+        reason=reason,
+        error_class=type(error).__name__,
+        service=service,
+    )

@@ -1,0 +1,53 @@
+"""Process plumbing for the Kafka workers: a stop event set by SIGTERM/SIGINT, and the probe endpoints."""
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set on SIGTERM or SIGINT, so the loop finishes its current transaction and exits cleanly."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame) -> None:
+        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def serve_probes(host: str, port: int, is_ready: Callable[[], bool]) -> ThreadingHTTPServer:
+    """/healthz (process alive), /readyz (is_ready()), /metrics (Prometheus) on a daemon thread."""
+
+    class ProbeHandler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path == "/healthz":
+                self._answer(200, b'{"status":"ok"}', "application/json")
+            elif self.path == "/readyz":
+                ready = is_ready()
+                self._answer(200 if ready else 503, b'{"ready":%s}' % (b"true" if ready else b"false"), "application/json")
+            elif self.path == "/metrics":
+                self._answer(200, generate_latest(), CONTENT_TYPE_LATEST)
+            else:
+                self._answer(404, b'{"detail":"not found"}', "application/json")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:  # probes are not events worth a log line
+            pass
+
+    server = ThreadingHTTPServer((host, port), ProbeHandler)
+    threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
+    return server

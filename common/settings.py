@@ -1,0 +1,43 @@
+"""Settings from environment variables (prefix OCRSTREAM_). Each default is defined here, once."""
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import Topic
+
+
+class Settings(BaseSettings):
+    """What every service needs to reach the stack. Services subclass it with their own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="OCRSTREAM_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    topic_batch_events: str = Topic.BATCH_EVENTS.value
+    topic_ocr_chunks: str = Topic.OCR_CHUNKS.value
+    topic_ocr_results: str = Topic.OCR_RESULTS.value
+    topic_ocr_dlq: str = Topic.OCR_DLQ.value
+    topic_batch_progress: str = Topic.BATCH_PROGRESS.value
+    topic_partitions: int = Field(6, ge=1, description="Partitions of each topic at creation; bounds worker parallelism")
+    topic_replication_factor: int = 1
+
+    s3_endpoint: str = "127.0.0.1:19000"
+    s3_access_key: str = "ocrstream"
+    s3_secret_key: str = "ocrstream-secret"
+    s3_secure: bool = False
+    s3_bucket: str = "ocrstream"
+
+    database_url: str = "postgresql://ocrstream@127.0.0.1:15432/ocrstream"
+    database_schema: str = Field("ocrstream", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    api_keys: dict[str, str] = Field(
+        default={"dev-key": "default"}, description='JSON object API key → tenant, e.g. {"k1": "acme"}'
+    )
+    log_level: str = "INFO"
+
+    def topic(self, topic: Topic) -> str:
+        return getattr(self, "topic_" + topic.name.lower())
+
+
+def default_instance_id() -> str:
+    return socket.gethostname()

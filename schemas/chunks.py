@@ -1,0 +1,33 @@
+"""`ocr.chunks` (key = chunk_id): one unit of OCR work, a handful of stored files."""
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.base import Message, utc_now
+from schemas.batch_events import BatchOptions
+
+
+class StoredFile(BaseModel):
+    """A file accepted into the object store; the sha256 was computed while it streamed in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: str
+    bucket: str
+    key: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    content_type: str
+    original_name: str
+
+
+class ChunkRequested(Message):
+    type: Literal["chunk_requested"] = "chunk_requested"
+    batch_id: str
+    chunk_id: str
+    tenant: str
+    attempt: int = Field(1, ge=1)
+    options: BatchOptions = BatchOptions()
+    files: list[StoredFile] = Field(min_length=1)
+    requested_at: datetime = Field(default_factory=utc_now)

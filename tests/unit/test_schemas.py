@@ -1,0 +1,93 @@
+"""The contracts: round trips, rejections, and the committed JSON Schema files."""
+import json
+
+import pytest
+
+from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested, ChunkLayout
+from schemas.chunks import ChunkRequested, StoredFile
+from schemas.dlq import DlqRecord
+from schemas.export import JSON_DIR, render_json_schemas
+from schemas.progress import BatchProgress, BatchStatus
+from schemas.results import BoundingBox, FileResult, FileStatus, Page, Word
+from schemas.topics import Topic, UndecodableMessage, decode, encode
+
+pytestmark = pytest.mark.unit
+
+SHA = "a" * 64
+STORED = StoredFile(file_id="f1", bucket="b", key="t/b1/f1", sha256=SHA, size=10, content_type="image/png",
+                    original_name="스캔.png")
+
+EXAMPLES = [
+    (Topic.BATCH_EVENTS, BatchCreated(batch_id="b1", tenant="t", total_files=3,
+                                      chunks=[ChunkLayout(chunk_id="b1.00000", file_count=3)])),
+    (Topic.BATCH_EVENTS, BatchCancelled(batch_id="b1", tenant="t", reason="user")),
+    (Topic.BATCH_EVENTS, BatchRetryRequested(batch_id="b1", tenant="t", file_ids=["f1"])),
+    (Topic.OCR_CHUNKS, ChunkRequested(batch_id="b1", chunk_id="b1.00000", tenant="t", files=[STORED])),
+    (Topic.OCR_RESULTS, FileResult(
+        batch_id="b1", chunk_id="b1.00000", file_id="f1", tenant="t", status=FileStatus.OK, original_name="스캔.png",
+        sha256=SHA, size=10, content_type="image/png", engine="tesseract",
+        pages=[Page(page_number=1, width=100, height=50, text="안녕 hello", mean_confidence=91.5,
+                    words=[Word(text="안녕", confidence=90.0, bbox=BoundingBox(x=1, y=2, width=30, height=20))],
+                    embedding=[0.5, -0.5])])),
+    (Topic.BATCH_PROGRESS, BatchProgress(batch_id="b1", tenant="t", status=BatchStatus.PROCESSING, total_files=3,
+                                         total_chunks=1, succeeded=1, failed=0, skipped=0,
+                                         updated_at="2026-01-01T00:00:00Z", version=2)),
+    (Topic.OCR_DLQ, DlqRecord(source_topic="ocr.chunks", partition=0, offset=7, key_b64=None, value_b64="e30=",
+                              reason="bad", error_class="UndecodableMessage", service="ocr_worker")),
+]
+
+
+@pytest.mark.parametrize(("topic", "message"), EXAMPLES, ids=lambda x: type(x).__name__)
+def test_round_trip(topic, message):
+    data = encode(message)
+    assert json.loads(data)["schema_version"] == 1
+    assert decode(topic, data) == message
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "complaint"),
+    [
+        (Topic.OCR_CHUNKS, b"not json", "Invalid JSON"),
+        (Topic.OCR_CHUNKS, None, "tombstone"),
+        (Topic.BATCH_EVENTS, b'{"type": "batch_exploded", "batch_id": "b"}', "does not match any of the expected tags"),
+        (Topic.OCR_RESULTS, b'{"schema_version": 2}', "schema_version"),
+    ],
+)
+def test_malformed_payloads_are_rejected_with_a_reason(topic, payload, complaint):
+    with pytest.raises(UndecodableMessage, match=complaint):
+        decode(topic, payload)
+
+
+def test_unknown_schema_version_is_rejected():
+    data = json.loads(encode(EXAMPLES[3][1]))
+    data["schema_version"] = 2
+    with pytest.raises(UndecodableMessage, match="schema_version"):
+        decode(Topic.OCR_CHUNKS, json.dumps(data).encode())
+
+
+def test_unknown_fields_are_rejected():
+    data = json.loads(encode(EXAMPLES[5][1])) | {"percent": 50}
+    with pytest.raises(UndecodableMessage, match="percent"):
+        decode(Topic.BATCH_PROGRESS, json.dumps(data).encode())
+
+
+def test_field_constraints_hold():
+    with pytest.raises(ValueError):
+        StoredFile(**STORED.model_dump() | {"sha256": "xyz"})
+    with pytest.raises(ValueError):
+        ChunkRequested(batch_id="b", chunk_id="c", tenant="t", files=[])
+
+
+def test_committed_json_schemas_match_the_models():
+    rendered = render_json_schemas()
+    committed = {p.name for p in JSON_DIR.glob("*.json")}
+    assert committed == set(rendered), "run `python -m schemas.export`"
+    for name, text in rendered.items():
+        assert (JSON_DIR / name).read_text() == text, f"schemas/json/{name} is stale; run `python -m schemas.export`"
+
+
+def test_every_topic_has_a_json_schema():
+    names = {p.name for p in JSON_DIR.glob("*.json")}
+    for expected in ("batch_events.BatchEvent", "chunks.ChunkRequested", "results.FileResult",
+                     "progress.BatchProgress", "dlq.DlqRecord"):
+        assert f"{expected}.json" in names
