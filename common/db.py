@@ -55,6 +55,7 @@ def build_pool(settings: Settings, *, name: str, min_size: int = 1, max_size: in
         settings.database_url,
         kwargs=_connect_kwargs(settings),
         configure=register_vector,
+        check=ConnectionPool.check_connection,  # drop connections a Postgres restart broke before use
         min_size=min_size,
         max_size=max_size,
         name=name,

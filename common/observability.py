@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from prometheus_client import Counter, Histogram
 
 # Attributes every LogRecord has; anything else was passed in `extra=` and becomes a field.
-_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName", "color_message"}  # color_message: uvicorn's ANSI copy of the message
 
 
 class JsonFormatter(logging.Formatter):

@@ -32,7 +32,7 @@ class BatchPublic(BaseModel):
     started_at: datetime | None
     updated_at: datetime
     finished_at: datetime | None
-    eta_seconds: float | None = Field(description="Estimated seconds to completion from the smoothed rate; null when unknown")
+    eta_seconds: float | None = Field(description="Estimated seconds to completion; null when unknown or finished")
     version: int
 
 

@@ -1,0 +1,100 @@
+"""The four services as local processes: start, wait until /readyz answers, stop by PID (or SIGKILL them)."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServiceProcess:
+    """One service: `python -m services.<module>` with its env; logs to log_dir/<name>.log (JSON lines)."""
+
+    name: str
+    module: str
+    env: dict[str, str]
+    probe_url: str
+    log_dir: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> "ServiceProcess":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{self.name}.log", "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", self.module], env=os.environ | self.env,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.probe_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)  # poll interval of the deadline loop
+        raise TimeoutError(f"{self.name} not ready in {timeout:.0f} s; see {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as when a machine dies."""
+        if self.alive():
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after timeout."""
+        if not self.alive():
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.log_dir / f"{self.name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+def build_services(env: dict[str, str], log_dir: Path, *, workers: int = 2, ingest_port: int = 8000,
+                   status_port: int = 8001, probe_ports: list[int] | None = None) -> dict[str, ServiceProcess]:
+    """The whole pipeline: ingest, N OCR workers, the persister and the status API (not yet started)."""
+    probe_ports = probe_ports or [9101 + i for i in range(workers + 1)]
+    services = {
+        "ingest": ServiceProcess("ingest", "services.ingest", env | {"OCRSTREAM_HTTP_PORT": str(ingest_port),
+                                 "OCRSTREAM_STATUS_API_URL": f"http://127.0.0.1:{status_port}"},
+                                 f"http://127.0.0.1:{ingest_port}", log_dir),
+        "status_api": ServiceProcess("status_api", "services.status_api", env | {"OCRSTREAM_HTTP_PORT": str(status_port)},
+                                     f"http://127.0.0.1:{status_port}", log_dir),
+        "persister": ServiceProcess("persister", "services.persister", env | {"OCRSTREAM_PROBE_PORT": str(probe_ports[0])},
+                                    f"http://127.0.0.1:{probe_ports[0]}", log_dir),
+    }
+    for i in range(workers):
+        port = probe_ports[i + 1]
+        services[f"ocr_worker-{i + 1}"] = ServiceProcess(
+            f"ocr_worker-{i + 1}", "services.ocr_worker",
+            env | {"OCRSTREAM_PROBE_PORT": str(port), "OCRSTREAM_WORKER_ID": f"worker-{i + 1}"},
+            f"http://127.0.0.1:{port}", log_dir)
+    return services

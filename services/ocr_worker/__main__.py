@@ -1,0 +1,54 @@
+"""`python -m services.ocr_worker`: one OCR process (run one per core)."""
+import os
+
+# Tesseract's OpenMP threads oversubscribe the cores when several workers run; must be set before it loads.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+from contextlib import ExitStack  # noqa: E402
+
+from common.embedding import build_embedder  # noqa: E402
+from common.errors import FatalError  # noqa: E402
+from common.kafka import build_consumer, build_producer, ensure_topics  # noqa: E402
+from common.observability import configure_logging  # noqa: E402
+from common.runtime import serve_probes, stop_on_signals  # noqa: E402
+from common.storage import build_s3_client  # noqa: E402
+from services.ocr_worker.engine import build_engine  # noqa: E402
+from services.ocr_worker.settings import WorkerSettings  # noqa: E402
+from services.ocr_worker.worker import ChunkOcr, OcrWorker  # noqa: E402
+
+log = logging.getLogger("services.ocr_worker")
+
+
+def main() -> int:
+    settings = WorkerSettings()
+    configure_logging("ocr_worker", settings.log_level)
+    stop = stop_on_signals()
+    ensure_topics(settings)
+    with ExitStack() as stack:
+        engine = build_engine(settings.engine, "kor+eng")
+        if hasattr(engine, "close"):
+            stack.callback(engine.close)
+        embedder = build_embedder(settings.embedder)
+        ocr = ChunkOcr(settings, build_s3_client(settings), engine, embedder)
+        client_id = f"ocr-worker-{settings.worker_id}"
+        consumer = build_consumer(settings, group_id=settings.worker_group, client_id=client_id)
+        stack.callback(consumer.close)
+        producer = build_producer(settings, client_id=client_id, transactional_id=f"ocrstream-ocr-{settings.worker_id}",
+                                  **{"transaction.timeout.ms": settings.transaction_timeout_ms})
+        worker = OcrWorker(settings, consumer, producer, ocr)
+        probes = serve_probes(settings.probe_host, settings.probe_port, lambda: worker.ready)
+        stack.callback(probes.shutdown)
+        log.info("ocr worker started", extra={"worker_id": settings.worker_id, "engine": engine.name})
+        try:
+            worker.run(stop)
+        except FatalError:
+            log.exception("fatal error, exiting")
+            return 1
+    log.info("ocr worker stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

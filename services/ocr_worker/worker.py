@@ -1,0 +1,196 @@
+"""The OCR worker: consume a chunk → OCR its files → produce one FileResult per file, exactly once.
+
+Exactly-once is Kafka's consume-transform-produce transaction: the results and the chunk's consumed offset
+commit together (send_offsets_to_transaction), and the group metadata fences zombie instances.
+OCR runs before the transaction begins, so a slow chunk never runs into transaction.timeout.ms.
+"""
+import hashlib
+import logging
+import time
+from threading import Event
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from minio import Minio
+from prometheus_client import Counter, Histogram
+
+from common.embedding import Embedder
+from common.errors import FatalError, KafkaErrorKind, classify_kafka_error
+from common.kafka import dlq_record
+from common.observability import MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS
+from common.storage import get_object_bytes
+from schemas.chunks import ChunkRequested, StoredFile
+from schemas.results import FileResult, Timings
+from schemas.topics import Topic, UndecodableMessage, decode, encode
+from services.ocr_worker.engine import OcrEngine
+from services.ocr_worker.pages import UndecodableFile, decode_pages
+from services.ocr_worker.results import file_result, page_from_recognized
+from services.ocr_worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+FILES_DONE = Counter("ocrstream_worker_files_total", "Files OCRed", ["status"])
+FILE_SECONDS = Histogram("ocrstream_worker_file_seconds", "Fetch+decode+OCR+embed time per file",
+                         buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+
+
+class ObjectStoreUnavailable(Exception):
+    """Fetching failed for a reason that may pass (network, 5xx): retry the chunk."""
+
+
+class ChunkOcr:
+    """The transform: a ChunkRequested → one FileResult per file. Knows nothing of Kafka."""
+
+    def __init__(self, settings: WorkerSettings, s3: Minio, engine: OcrEngine, embedder: Embedder | None) -> None:
+        self._settings = settings
+        self._s3 = s3
+        self._engine = engine
+        self._embedder = embedder
+
+    def ocr_chunk(self, chunk: ChunkRequested, stop: Event) -> list[FileResult]:
+        """Bounded retries on object-store errors; after the last one the chunk's files fail, never vanish."""
+        for attempt in range(1, self._settings.fetch_attempts + 1):
+            try:
+                return [self.ocr_file(chunk, stored) for stored in chunk.files]
+            except ObjectStoreUnavailable as exc:
+                log.warning("object store unavailable", extra={"chunk_id": chunk.chunk_id, "attempt": attempt, "error": str(exc)})
+                if attempt == self._settings.fetch_attempts or stop.wait(2.0 * attempt):
+                    reason = f"object store unavailable after {attempt} attempt(s): {exc}"
+                    return [file_result(chunk, f, engine=self._engine.name, error=reason) for f in chunk.files]
+        raise AssertionError("unreachable")
+
+    def ocr_file(self, chunk: ChunkRequested, stored: StoredFile) -> FileResult:
+        fields = {"batch_id": chunk.batch_id, "chunk_id": chunk.chunk_id, "file_id": stored.file_id}
+        started = time.perf_counter()
+        timings = Timings()
+        data = self._fetch(stored)
+        timings.fetch_ms = _ms_since(started)
+        error = None
+        pages = []
+        if hashlib.sha256(data).hexdigest() != stored.sha256:
+            error = "stored object does not match the sha256 recorded at upload; upload the file again"
+        else:
+            try:
+                t = time.perf_counter()
+                images = list(decode_pages(data, stored.content_type, pdf_dpi=chunk.options.pdf_dpi,
+                                           max_pages=self._settings.max_pages_per_file))
+                timings.decode_ms = _ms_since(t)
+                t = time.perf_counter()
+                recognized = [self._engine.recognize(image) for image in images]
+                timings.ocr_ms = _ms_since(t)
+                t = time.perf_counter()
+                embeddings = self._embed([p.text for p in recognized]) if chunk.options.embeddings else None
+                timings.embed_ms = _ms_since(t)
+                pages = [page_from_recognized(i + 1, p, embeddings[i] if embeddings else None)
+                         for i, p in enumerate(recognized)]
+            except UndecodableFile as exc:
+                error = str(exc)
+        result = file_result(chunk, stored, engine=self._engine.name, pages=pages, timings=timings, error=error,
+                             embedding_model=self._embedder.model_name if self._embedder and chunk.options.embeddings else None)
+        FILES_DONE.labels(result.status).inc()
+        FILE_SECONDS.observe(time.perf_counter() - started)
+        log.info("file ocred", extra=fields | {"status": result.status, "pages": len(pages), "error": error,
+                                                  "ocr_ms": round(timings.ocr_ms, 1)})
+        return result
+
+    def _fetch(self, stored: StoredFile) -> bytes:
+        from minio.error import S3Error
+
+        try:
+            return get_object_bytes(self._s3, stored.bucket, stored.key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                return b""  # fails the sha256 check below with a clear reason
+            raise ObjectStoreUnavailable(f"{exc.code}: {exc.message}") from exc
+        except Exception as exc:  # connection refused, reset, timeouts
+            raise ObjectStoreUnavailable(str(exc)) from exc
+
+    def _embed(self, texts: list[str]) -> list[list[float]] | None:
+        return self._embedder.embed(texts) if self._embedder else None
+
+
+def _ms_since(t: float) -> float:
+    return (time.perf_counter() - t) * 1000
+
+
+class OcrWorker:
+    def __init__(self, settings: WorkerSettings, consumer: Consumer, producer: Producer, ocr: ChunkOcr) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._producer = producer
+        self._ocr = ocr
+        self.ready = False
+
+    def run(self, stop: Event) -> None:
+        """The loop. Each chunk: OCR, then one transaction of results + consumed offset."""
+        self._producer.init_transactions()  # fences any older instance with our transactional.id
+        self._consumer.subscribe([self._settings.topic_ocr_chunks],
+                                 on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.ready = True
+        while not stop.is_set():
+            msg = self._consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().fatal():
+                    raise FatalError(msg.error().str())
+                log.warning("consumer error", extra={"error": msg.error().str()})
+                continue
+            MESSAGES_CONSUMED.labels(msg.topic()).inc()
+            records = self._transform(msg, stop)
+            if stop.is_set():
+                self._rewind(msg)  # stopping mid-OCR: the results are incomplete, the chunk goes to the next owner
+                break
+            try:
+                self._commit_chunk(msg, records)
+            except KafkaException as exc:
+                kind = classify_kafka_error(exc)
+                log.warning("transaction failed", extra={"kind": kind.value, "error": str(exc), **_position(msg)})
+                if kind is KafkaErrorKind.FATAL:
+                    raise FatalError(str(exc)) from exc
+                self._producer.abort_transaction()
+                TRANSACTIONS.labels("ocr_chunk", "aborted").inc()
+                self._rewind(msg)
+
+    def _transform(self, msg: Message, stop: Event) -> list[tuple[str, bytes | None, bytes]]:
+        """A chunk → its results; an undecodable record → one DLQ record holding its bytes."""
+        try:
+            chunk: ChunkRequested = decode(Topic.OCR_CHUNKS, msg.value())
+        except UndecodableMessage as exc:
+            MESSAGES_DEAD_LETTERED.labels(msg.topic(), "undecodable").inc()
+            log.error("undecodable chunk sent to DLQ", extra={"reason": str(exc), **_position(msg)})
+            record = dlq_record(msg, reason=str(exc), error=exc, service="ocr_worker")
+            return [(self._settings.topic_ocr_dlq, msg.key(), encode(record))]
+        results = self._ocr.ocr_chunk(chunk, stop)
+        return [(self._settings.topic_ocr_results, chunk.batch_id.encode(), encode(r)) for r in results]
+
+    def _commit_chunk(self, msg: Message, records: list[tuple[str, bytes | None, bytes]]) -> None:
+        """1. begin  2. produce the records  3. add the consumed offset  4. commit — all or nothing."""
+        started = time.perf_counter()
+        self._producer.begin_transaction()
+        for topic, key, value in records:
+            self._producer.produce(topic, value=value, key=key)
+        next_offset = [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)]
+        self._producer.send_offsets_to_transaction(next_offset, self._consumer.consumer_group_metadata())
+        self._producer.commit_transaction()
+        TRANSACTION_SECONDS.labels("ocr_chunk").observe(time.perf_counter() - started)
+        TRANSACTIONS.labels("ocr_chunk", "committed").inc()
+        log.info("chunk committed", extra={"records": len(records), **_position(msg)})
+
+    def _rewind(self, msg: Message) -> None:
+        self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+
+    # Rebalance callbacks. Nothing is in flight across polls (each chunk commits before the next poll),
+    # so there is nothing to flush on revoke; the committed offsets are the transaction's.
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
+
+
+def _position(msg: Message) -> dict:
+    return {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+            "chunk_id": (msg.key() or b"").decode(errors="replace")}

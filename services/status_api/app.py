@@ -1,0 +1,161 @@
+"""status_api ★: batch status from the progress view, per-file results and similarity search from Postgres.
+
+create_app builds nothing at import; the lifespan builds every client (view, materializer, pool, embedder),
+so each test gets its own. Routes are thin: the view and queries modules do the work.
+"""
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from psycopg import Connection, OperationalError
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from common.db import apply_migrations, build_pool
+from common.embedding import Embedder, build_embedder
+from common.http import TenantDep, probe_router
+from schemas.api import BatchPublic, FileResultsPublic, ProblemDetail, SearchResults
+from schemas.base import utc_now
+from services.status_api import queries
+from services.status_api.materializer import ProgressMaterializer
+from services.status_api.settings import RESULTS_PAGE_SIZE_MAX, StatusSettings
+from services.status_api.view import ProgressView, batch_public
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_READY_PROBE_SECONDS = 2.0  # /readyz answers quickly even when Postgres does not
+
+
+def create_app(settings: StatusSettings) -> FastAPI:
+    app = FastAPI(title="ocrstream status API", version="0.1.0", lifespan=_lifespan)
+    app.state.settings = settings  # read by common.http.tenant_for_request
+    app.include_router(probe_router(_is_ready))
+    app.include_router(router)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: StatusSettings = app.state.settings
+    with ExitStack() as stack:
+        app.state.view = ProgressView()
+        app.state.materializer = ProgressMaterializer(settings, app.state.view)
+        app.state.materializer.start()
+        stack.callback(app.state.materializer.stop)
+        apply_migrations(settings)
+        app.state.pool = build_pool(settings, name="status_api")
+        stack.callback(app.state.pool.close)
+        app.state.embedder = build_embedder(settings.embedder)
+        log.info("status api started", extra={"embedder": app.state.embedder.model_name,
+                                               "topic": settings.topic_batch_progress})
+        yield
+    log.info("status api stopped")
+
+
+def _is_ready(app: FastAPI) -> bool:
+    """Ready = the view has caught up with the topic AND Postgres answers."""
+    if not app.state.materializer.ready:
+        return False
+    try:
+        with app.state.pool.connection(timeout=_READY_PROBE_SECONDS) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except (PoolTimeout, OperationalError):
+        return False
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable", extra={"error": str(exc)})
+    return JSONResponse({"detail": "the results database is unavailable, retry shortly"},
+                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
+
+
+# --- dependencies: route signatures read as nouns ---------------------------------------------------------
+
+def _settings(request: Request) -> StatusSettings:
+    return request.app.state.settings
+
+
+def _loaded_view(request: Request) -> ProgressView:
+    """The progress view, once it has caught up: before that it may hold old versions, so answer 503."""
+    if not request.app.state.materializer.ready:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "status view is still loading, retry shortly",
+                            headers={"Retry-After": "2"})
+    return request.app.state.view
+
+
+def _connection(request: Request) -> Iterator[Connection]:
+    settings: StatusSettings = request.app.state.settings
+    pool: ConnectionPool = request.app.state.pool
+    with pool.connection(timeout=settings.database_wait_seconds) as conn:
+        yield conn
+
+
+def _embedder(request: Request) -> Embedder:
+    return request.app.state.embedder
+
+
+SettingsDep = Annotated[StatusSettings, Depends(_settings)]
+ViewDep = Annotated[ProgressView, Depends(_loaded_view)]
+ConnectionDep = Annotated[Connection, Depends(_connection)]
+EmbedderDep = Annotated[Embedder, Depends(_embedder)]
+
+_UNAUTHORIZED = {401: {"model": ProblemDetail, "description": "missing or unknown API key"}}
+_NOT_FOUND = {404: {"model": ProblemDetail, "description": "no such batch for this API key's tenant"}}
+_UNAVAILABLE = {503: {"model": ProblemDetail, "description": "still loading, or the database is unavailable"}}
+
+
+def _batch_not_found(batch_id: str) -> HTTPException:
+    # The same answer for "unknown" and "another tenant's": never reveal that another tenant's batch exists.
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"batch {batch_id} not found")
+
+
+# --- routes -------------------------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/v1", tags=["status"])
+
+
+@router.get("/batches/{batch_id}", response_model=BatchPublic,
+            responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
+def get_batch(batch_id: str, tenant: TenantDep, view: ViewDep) -> BatchPublic:
+    progress = view.get(batch_id)
+    if progress is None or progress.tenant != tenant:
+        raise _batch_not_found(batch_id)
+    return batch_public(progress, utc_now())
+
+
+@router.get("/batches/{batch_id}/results", response_model=FileResultsPublic,
+            responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
+def get_batch_results(
+    batch_id: str,
+    tenant: TenantDep,
+    conn: ConnectionDep,
+    settings: SettingsDep,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=RESULTS_PAGE_SIZE_MAX, description="files per page")] = None,
+    include_words: Annotated[bool, Query(description="include every word with its box and confidence")] = False,
+) -> FileResultsPublic:
+    if not queries.batch_exists_for_tenant(conn, tenant, batch_id):
+        raise _batch_not_found(batch_id)
+    files, next_cursor = queries.file_results(
+        conn, tenant, batch_id, cursor, limit or settings.results_page_size, include_words)
+    return FileResultsPublic(batch_id=batch_id, data=files, next_cursor=next_cursor)
+
+
+@router.get("/search", response_model=SearchResults, responses=_UNAUTHORIZED | _UNAVAILABLE)
+def search(
+    tenant: TenantDep,
+    conn: ConnectionDep,
+    embedder: EmbedderDep,
+    q: Annotated[str, Query(min_length=1, max_length=500, pattern=r"\S", description="what to look for")],
+    k: Annotated[int, Query(ge=1, le=100, description="how many pages to return")] = 10,
+) -> SearchResults:
+    """The caller's pages most similar in meaning to q (any language the embedder knows), best first."""
+    [embedding] = embedder.embed([q])
+    return SearchResults(query=q, data=queries.search_pages(conn, tenant, embedding, k))

@@ -1,0 +1,81 @@
+"""The OCR worker on the real broker and S3: one transaction per chunk, one result per file, bad input
+failed with a reason or dead-lettered, and the group's offsets moved exactly past what was processed."""
+import io
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from common.embedding import build_embedder
+from common.kafka import build_consumer, build_producer, produce_and_flush
+from common.storage import build_s3_client, put_stream
+from demo.sample_batch import character_error_rate, render_sample_batch
+from schemas.chunks import ChunkRequested, StoredFile
+from schemas.results import FileResult, FileStatus
+from schemas.topics import Topic, decode, encode
+from services.ocr_worker.engine import build_engine
+from services.ocr_worker.settings import WorkerSettings
+from services.ocr_worker.worker import ChunkOcr, OcrWorker
+from tests.integration.test_kafka import read_all
+
+pytestmark = pytest.mark.integration
+
+
+def upload(settings, s3, name: str, data: bytes, content_type: str) -> StoredFile:
+    file_id = uuid.uuid4().hex
+    stored = put_stream(s3, settings.s3_bucket, f"default/b/{file_id}", io.BytesIO(data), content_type=content_type)
+    return StoredFile(file_id=file_id, bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size,
+                      content_type=content_type, original_name=name)
+
+
+def test_chunks_become_results_in_transactions(settings, tmp_path):
+    settings = WorkerSettings(worker_id=f"w-{uuid.uuid4().hex[:6]}", worker_group=f"g-{uuid.uuid4().hex}")
+    s3 = build_s3_client(settings)
+    samples = render_sample_batch(tmp_path, images=2, pdf_pages=2, seed=3)
+    files = [upload(settings, s3, s.path.name, s.path.read_bytes(), s.content_type) for s in samples]
+    garbage = upload(settings, s3, "broken.png", b"\x89PNG\r\n\x1a\n but not really", "image/png")
+    chunks = [ChunkRequested(batch_id="b", chunk_id="b.00000", tenant="default", files=files[:2]),
+              ChunkRequested(batch_id="b", chunk_id="b.00001", tenant="default", files=[files[2], garbage])]
+    records = [(settings.topic_ocr_chunks, c.chunk_id.encode(), encode(c)) for c in chunks]
+    records.append((settings.topic_ocr_chunks, b"junk", b"\x00 not json"))
+    produce_and_flush(build_producer(settings, client_id="seed"), records, timeout=10)
+
+    stop = threading.Event()
+    with build_engine("tesseract") as engine:
+        consumer = build_consumer(settings, group_id=settings.worker_group, client_id="test-worker")
+        producer = build_producer(settings, client_id="test-worker", transactional_id=f"t-{settings.worker_id}")
+        worker = OcrWorker(settings, consumer, producer, ChunkOcr(settings, s3, engine, build_embedder(settings.embedder)))
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            results: list[FileResult] = []
+            deadline = time.monotonic() + 180
+            while len(results) < 4:
+                assert time.monotonic() < deadline, f"only {len(results)} results"
+                results = [decode(Topic.OCR_RESULTS, m.value()) for m in read_all(settings, settings.topic_ocr_results)]
+        finally:
+            stop.set()
+            thread.join(60)
+            consumer.close()
+
+    assert sorted(r.file_id for r in results) == sorted(f.file_id for f in files + [garbage])
+    by_name = {r.original_name: r for r in results}
+    assert by_name["broken.png"].status is FileStatus.FAILED and by_name["broken.png"].error
+    for sample in samples:
+        r = by_name[sample.path.name]
+        assert r.status is FileStatus.OK and len(r.pages) == len(sample.pages)
+        assert all(len(p.embedding) == 512 and p.words for p in r.pages)
+        text = "\n".join(p.text for p in r.pages)
+        assert character_error_rate(" ".join(sample.lines), text) < 0.15, text
+    dead = [decode(Topic.OCR_DLQ, m.value()) for m in read_all(settings, settings.topic_ocr_dlq)]
+    assert len(dead) == 1 and dead[0].source_topic == settings.topic_ocr_chunks and "JSON" in dead[0].reason
+
+    checker = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": settings.worker_group})
+    committed = checker.committed([TopicPartition(settings.topic_ocr_chunks, p) for p in range(3)], timeout=10)
+    low_high = [checker.get_watermark_offsets(tp, timeout=10) for tp in committed]
+    checker.close()
+    for tp, (_low, high) in zip(committed, low_high):
+        # Past everything consumed (the log end) on partitions that had records; nothing committed elsewhere.
+        assert tp.offset == (high if high > 0 else -1001), (tp, high)
