@@ -4,8 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 # Tesseract with Korean + English (and the headers tesserocr builds against), fonts for the sample batch.
-APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config \
-	fonts-nanum g++
+APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang libtesseract-dev \
+	libleptonica-dev pkg-config fonts-nanum g++
 PYTEST_ARGS ?=
 
 .PHONY: demo stop test chaos bench system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
@@ -36,7 +36,8 @@ venv: system-deps $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	# tesserocr from source: the PyPI wheel bundles its own libtesseract that finds no Korean model.
+	$(VENV)/bin/pip install -q --no-binary tesserocr -e '.[dev]'
 	touch $@
 
 kafka-jars: venv

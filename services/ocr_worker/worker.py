@@ -11,6 +11,7 @@ from threading import Event
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from minio import Minio
+from minio.error import S3Error
 from prometheus_client import Counter, Histogram
 
 from common.embedding import Embedder
@@ -21,7 +22,7 @@ from common.storage import get_object_bytes
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FileResult, Timings
 from schemas.topics import Topic, UndecodableMessage, decode, encode
-from services.ocr_worker.engine import OcrEngine
+from services.ocr_worker.engine import OcrEngine, OcrFailed, RecognizedPage
 from services.ocr_worker.pages import UndecodableFile, decode_pages
 from services.ocr_worker.results import file_result, page_from_recognized
 from services.ocr_worker.settings import WorkerSettings
@@ -70,19 +71,13 @@ class ChunkOcr:
             error = "stored object does not match the sha256 recorded at upload; upload the file again"
         else:
             try:
-                t = time.perf_counter()
-                images = list(decode_pages(data, stored.content_type, pdf_dpi=chunk.options.pdf_dpi,
-                                           max_pages=self._settings.max_pages_per_file))
-                timings.decode_ms = _ms_since(t)
-                t = time.perf_counter()
-                recognized = [self._engine.recognize(image) for image in images]
-                timings.ocr_ms = _ms_since(t)
+                recognized = self._recognize_pages(data, stored, chunk, timings)
                 t = time.perf_counter()
                 embeddings = self._embed([p.text for p in recognized]) if chunk.options.embeddings else None
                 timings.embed_ms = _ms_since(t)
                 pages = [page_from_recognized(i + 1, p, embeddings[i] if embeddings else None)
                          for i, p in enumerate(recognized)]
-            except UndecodableFile as exc:
+            except (UndecodableFile, OcrFailed) as exc:
                 error = str(exc)
         result = file_result(chunk, stored, engine=self._engine.name, pages=pages, timings=timings, error=error,
                              embedding_model=self._embedder.model_name if self._embedder and chunk.options.embeddings else None)
@@ -92,9 +87,23 @@ class ChunkOcr:
                                                   "ocr_ms": round(timings.ocr_ms, 1)})
         return result
 
-    def _fetch(self, stored: StoredFile) -> bytes:
-        from minio.error import S3Error
+    def _recognize_pages(self, data: bytes, stored: StoredFile, chunk: ChunkRequested, timings: Timings
+                         ) -> list[RecognizedPage]:
+        """Decode and OCR page by page: only one page image is held at a time, whatever the PDF's length."""
+        recognized = []
+        pages = decode_pages(data, stored.content_type, pdf_dpi=chunk.options.pdf_dpi,
+                             max_pages=self._settings.max_pages_per_file)
+        while True:
+            t = time.perf_counter()
+            image = next(pages, None)
+            timings.decode_ms += _ms_since(t)
+            if image is None:
+                return recognized
+            t = time.perf_counter()
+            recognized.append(self._engine.recognize(image))
+            timings.ocr_ms += _ms_since(t)
 
+    def _fetch(self, stored: StoredFile) -> bytes:
         try:
             return get_object_bytes(self._s3, stored.bucket, stored.key)
         except S3Error as exc:

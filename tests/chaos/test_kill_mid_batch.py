@@ -1,4 +1,5 @@
-"""SIGKILL an OCR worker and the persister at random points mid-batch; still exactly one row per file."""
+"""SIGKILL OCR workers and the persister at random points mid-batch, restart them: still exactly one row
+per file and one words set per page. OCRSTREAM_CHAOS_SCALE=full (make chaos) runs more files and kills."""
 import os
 import random
 import time
@@ -27,26 +28,25 @@ def wait_for_rows(settings, batch_id: str, at_least: int, timeout: float = 300) 
 
 
 @pytest.mark.parametrize("seed", [int(os.environ.get("OCRSTREAM_CHAOS_SEED", random.randrange(10**6)))])
-def test_sigkill_worker_and_persister_mid_batch(settings, isolated_env, tmp_path, seed):
+def test_sigkill_workers_and_persister_mid_batch(settings, isolated_env, tmp_path, seed):
     rng = random.Random(seed)
-    images = 60 if FULL else 24
+    images = 80 if FULL else 24
     samples = render_sample_batch(tmp_path / "batch", images=images, pdf_pages=3, seed=seed)
     total = len(samples)
-    kill_worker_at, kill_persister_at = sorted(rng.sample(range(1, total - 2), 2))
-    print(f"seed {seed}: kill ocr_worker-1 after {kill_worker_at} rows, persister after {kill_persister_at}")
+    # Always one OCR worker and the persister; at full scale, more kills of any of them.
+    victims = ["ocr_worker-1", "persister"] + [rng.choice(["ocr_worker-1", "ocr_worker-2", "persister"])
+                                               for _ in range(4 if FULL else 0)]
+    rng.shuffle(victims)
+    schedule = list(zip(sorted(rng.sample(range(1, total - 2), len(victims))), victims))
+    print(f"seed {seed}: SIGKILL schedule (rows persisted → victim): {schedule}")
 
     with running_pipeline(isolated_env, tmp_path / "logs") as (services, client):
         accepted = client.submit([s.path for s in samples], name="chaos", chunk_size=3)
         batch_id = accepted["batch_id"]
-
-        wait_for_rows(settings, batch_id, kill_worker_at)
-        services["ocr_worker-1"].kill()
-        services["ocr_worker-1"].start()
-
-        wait_for_rows(settings, batch_id, kill_persister_at)
-        services["persister"].kill()
-        services["persister"].start()
-
+        for rows_seen, victim in schedule:
+            wait_for_rows(settings, batch_id, rows_seen)
+            services[victim].kill()
+            services[victim].start()
         final = client.wait(batch_id, timeout=900)
 
     rows = file_row_counts(settings, batch_id)

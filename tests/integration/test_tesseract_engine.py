@@ -22,17 +22,19 @@ class ReadFile:
 @pytest.fixture(scope="module")
 def engine() -> Iterator[TesseractEngine]:
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # before tesserocr loads libgomp: the engine imports it lazily
-    with TesseractEngine() as engine:
+    engine = build_engine("tesseract", "kor+eng")  # what the worker runs
+    assert isinstance(engine, TesseractEngine) and engine.languages == "Hangul"
+    with engine:
         yield engine
 
 
 @pytest.fixture(scope="module")
 def read_batch(engine: TesseractEngine, tmp_path_factory: pytest.TempPathFactory) -> list[ReadFile]:
-    samples = render_sample_batch(tmp_path_factory.mktemp("sample_batch"))
-    return [
-        ReadFile(sample, [engine.recognize(page) for page in decode_pages(sample.path.read_bytes(), sample.content_type)])
-        for sample in samples
-    ]
+    read = []
+    for sample in render_sample_batch(tmp_path_factory.mktemp("sample_batch")):
+        images = decode_pages(sample.path.read_bytes(), sample.content_type)
+        read.append(ReadFile(sample, [engine.recognize(image) for image in images]))
+    return read
 
 
 def _line_cers(expected: list[str], page: RecognizedPage) -> list[float]:
