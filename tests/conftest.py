@@ -15,6 +15,7 @@ from common.db import apply_migrations
 from common.kafka import ensure_topics
 from common.settings import Settings
 from common.storage import build_s3_client, ensure_bucket
+from demo.processes import isolated_env as isolated_env_for
 
 ENDPOINT_VARS = (
     "OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS",
@@ -81,17 +82,7 @@ def stack_endpoints() -> Iterator[dict[str, str]]:
 @pytest.fixture
 def isolated_env(stack_endpoints: dict[str, str]) -> dict[str, str]:
     """OCRSTREAM_* variables for this test: the stack's endpoints plus unique topics, bucket and schema."""
-    suffix = uuid.uuid4().hex[:10]
-    return stack_endpoints | {
-        "OCRSTREAM_TOPIC_BATCH_EVENTS": f"t{suffix}.batch.events",
-        "OCRSTREAM_TOPIC_OCR_CHUNKS": f"t{suffix}.ocr.chunks",
-        "OCRSTREAM_TOPIC_OCR_RESULTS": f"t{suffix}.ocr.results",
-        "OCRSTREAM_TOPIC_OCR_DLQ": f"t{suffix}.ocr.dlq",
-        "OCRSTREAM_TOPIC_BATCH_PROGRESS": f"t{suffix}.batch.progress",
-        "OCRSTREAM_TOPIC_PARTITIONS": "3",
-        "OCRSTREAM_S3_BUCKET": f"t{suffix}",
-        "OCRSTREAM_DATABASE_SCHEMA": f"t{suffix}",
-    }
+    return isolated_env_for(stack_endpoints, uuid.uuid4().hex[:10])
 
 
 @pytest.fixture

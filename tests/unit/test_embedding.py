@@ -48,3 +48,8 @@ def test_embedding_nothing_gives_nothing(embedder: UniversalSentenceEncoder) -> 
 def test_unknown_model_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown embedding model"):
         build_embedder("no-such-model")
+
+
+def test_tesseract_style_syllable_spacing_does_not_move_the_vector(embedder: UniversalSentenceEncoder) -> None:
+    split, spaced = embedder.embed(["지하철 이 호 선 은 출근 시 간 에 매우 붐 빕 니다.", "지하철 이호선은 출근 시간에 매우 붐빕니다."])
+    assert sum(a * b for a, b in zip(split, spaced)) > 0.99
