@@ -19,7 +19,7 @@ from common.embedding import build_embedder  # noqa: E402
 from common.kafka import ensure_topics  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from common.storage import build_s3_client, ensure_bucket  # noqa: E402
-from demo.processes import build_services, free_port, isolated_env, scrape_histogram  # noqa: E402
+from demo.processes import isolated_env, running_services, scrape_histogram  # noqa: E402
 from demo.sample_batch import render_sample_batch  # noqa: E402
 from deploy.devstack import StackSettings, stack_endpoints, start_stack, stop_stack  # noqa: E402
 from ocrstream import OcrstreamClient  # noqa: E402
@@ -47,53 +47,45 @@ def main() -> None:
 
     stack = StackSettings()
     started_stack = start_stack(stack)
-    env = isolated_env(stack_endpoints(stack), f"bench{uuid.uuid4().hex[:8]}", partitions=6)
-    os.environ.update(env)
-    settings = Settings()
-    ensure_topics(settings)
-    ensure_bucket(build_s3_client(settings), settings.s3_bucket)
-    apply_migrations(settings)
-
-    work = Path(tempfile.mkdtemp(prefix="ocrstream-bench-"))
-    samples = render_sample_batch(work / "batch", images=args.images, pdf_pages=3, seed=1)
-    probe = [s.path for s in samples[: min(30, len(samples))]]
-    single = bare_ocr_rate(probe)
-    print(f"limit: one bare OCR process {single:.2f} files/s on {len(probe)} files "
-          f"→ {args.workers} processes at most {single * args.workers:.2f} files/s on {os.cpu_count()} cores")
-
-    ports = [free_port() for _ in range(args.workers + 3)]
-    services = build_services(env, work / "logs", workers=args.workers, ingest_port=ports[0], status_port=ports[1],
-                              probe_ports=ports[2:])
     try:
-        for service in services.values():
-            service.start()
-        for service in services.values():
-            service.wait_ready()
-        with OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
-            small = [s.path for s in samples[:10]]
-            accept_times = []
-            for _ in range(7):
-                t = time.perf_counter()
-                accepted = client.submit(small, name="bench-202", chunk_size=args.chunk_size)
-                accept_times.append(time.perf_counter() - t)
-                client.wait(accepted["batch_id"], timeout=600)
-            started = time.perf_counter()
-            accepted = client.submit([s.path for s in samples], name="bench", chunk_size=args.chunk_size)
-            final = client.wait(accepted["batch_id"], timeout=3600)
-            elapsed = time.perf_counter() - started
-        workers = [s.probe_url for n, s in services.items() if n.startswith("ocr_worker")]
-        ocr_s, ocr_n = scrape_histogram(workers, "ocrstream_worker_file_seconds")
-        txn_s, txn_n = scrape_histogram([services["persister"].probe_url], "ocrstream_transaction_seconds",
-                                        kind="persist")
-        rate = final["total_files"] / elapsed
-        print(f"median seconds to 202 (10 images, 7 batches): {statistics.median(accept_times):.3f}")
-        print(f"end to end: {final['total_files']} files ({final['succeeded']} ok, {final['failed']} failed) in "
-              f"{elapsed:.1f} s = {rate:.2f} files/s, {rate / (single * args.workers):.0%} of the measured limit")
-        print(f"OCR per file (fetch+decode+OCR+embed): {ocr_s / ocr_n:.3f} s mean over {ocr_n} files")
-        print(f"persister: {txn_s / txn_n * 1000:.1f} ms mean per DB transaction over {txn_n} transactions")
+        env = isolated_env(stack_endpoints(stack), f"bench{uuid.uuid4().hex[:8]}", partitions=6)
+        os.environ.update(env)
+        settings = Settings()
+        ensure_topics(settings)
+        ensure_bucket(build_s3_client(settings), settings.s3_bucket)
+        apply_migrations(settings)
+
+        work = Path(tempfile.mkdtemp(prefix="ocrstream-bench-"))
+        samples = render_sample_batch(work / "batch", images=args.images, pdf_pages=3, seed=1)
+        probe = [s.path for s in samples[: min(30, len(samples))]]
+        single = bare_ocr_rate(probe)
+        print(f"limit: one bare OCR process {single:.2f} files/s on {len(probe)} files "
+              f"→ {args.workers} processes at most {single * args.workers:.2f} files/s on {os.cpu_count()} cores")
+
+        with running_services(env, work / "logs", workers=args.workers) as services:
+            with OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
+                small = [s.path for s in samples[:10]]
+                accept_times = []
+                for _ in range(7):
+                    t = time.perf_counter()
+                    accepted = client.submit(small, name="bench-202", chunk_size=args.chunk_size)
+                    accept_times.append(time.perf_counter() - t)
+                    client.wait(accepted["batch_id"], timeout=600)
+                started = time.perf_counter()
+                accepted = client.submit([s.path for s in samples], name="bench", chunk_size=args.chunk_size)
+                final = client.wait(accepted["batch_id"], timeout=3600)
+                elapsed = time.perf_counter() - started
+            workers = [s.probe_url for n, s in services.items() if n.startswith("ocr_worker")]
+            ocr_s, ocr_n = scrape_histogram(workers, "ocrstream_worker_file_seconds")
+            txn_s, txn_n = scrape_histogram([services["persister"].probe_url], "ocrstream_transaction_seconds",
+                                            kind="persist")
+            rate = final["total_files"] / elapsed
+            print(f"median seconds to 202 (10 images, 7 batches): {statistics.median(accept_times):.3f}")
+            print(f"end to end: {final['total_files']} files ({final['succeeded']} ok, {final['failed']} failed) in "
+                  f"{elapsed:.1f} s = {rate:.2f} files/s, {rate / (single * args.workers):.0%} of the measured limit")
+            print(f"OCR per file (fetch+decode+OCR+embed): {ocr_s / ocr_n:.3f} s mean over {ocr_n} files")
+            print(f"persister: {txn_s / txn_n * 1000:.1f} ms mean per DB transaction over {txn_n} transactions")
     finally:
-        for service in services.values():
-            service.stop()
         stop_stack(stack, started_stack)  # only what this run started
 
 

@@ -2,7 +2,6 @@
 import base64
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic

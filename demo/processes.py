@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +131,24 @@ def isolated_env(endpoints: dict[str, str], suffix: str, *, partitions: int = 3)
         "OCRSTREAM_S3_BUCKET": f"t{suffix}",
         "OCRSTREAM_DATABASE_SCHEMA": f"t{suffix}",
     }
+
+
+@contextmanager
+def running_services(env: dict[str, str], log_dir: Path, *, workers: int = 2) -> Iterator[dict[str, ServiceProcess]]:
+    """Every service started on free ports and ready; stopped (SIGTERM) afterwards, log tails printed on failure."""
+    ports = [free_port() for _ in range(workers + 3)]
+    services = build_services(env, log_dir, workers=workers, ingest_port=ports[0], status_port=ports[1],
+                              probe_ports=ports[2:])
+    try:
+        for service in services.values():
+            service.start()
+        for service in services.values():
+            service.wait_ready()
+        yield services
+    except BaseException:
+        for service in services.values():
+            print(f"--- {service.name} ---\n{service.log_tail(30)}")
+        raise
+    finally:
+        for service in services.values():
+            service.stop()

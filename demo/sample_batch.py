@@ -177,6 +177,12 @@ def character_error_rate(expected: str, actual: str, *, ignore_whitespace: bool 
     return previous[-1] / len(expected)
 
 
+def line_error_rates(expected_lines: list[str], text: str) -> list[float]:
+    """For each expected line, the CER (whitespace ignored) of the OCR line that matches it best."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    return [min((character_error_rate(want, got) for got in lines), default=1.0) for want in expected_lines]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)

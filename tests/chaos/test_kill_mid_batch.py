@@ -7,8 +7,10 @@ import time
 import psycopg
 import pytest
 
+from demo.processes import running_services
 from demo.sample_batch import render_sample_batch
-from tests.pipeline_helpers import file_row_counts, running_pipeline
+from ocrstream import OcrstreamClient
+from tests.helpers import file_row_counts
 
 pytestmark = pytest.mark.chaos
 
@@ -40,7 +42,8 @@ def test_sigkill_workers_and_persister_mid_batch(settings, isolated_env, tmp_pat
     schedule = list(zip(sorted(rng.sample(range(1, total - 2), len(victims))), victims))
     print(f"seed {seed}: SIGKILL schedule (rows persisted → victim): {schedule}")
 
-    with running_pipeline(isolated_env, tmp_path / "logs") as (services, client):
+    with running_services(isolated_env, tmp_path / "logs") as services, \
+            OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
         accepted = client.submit([s.path for s in samples], name="chaos", chunk_size=3)
         batch_id = accepted["batch_id"]
         for rows_seen, victim in schedule:

@@ -3,8 +3,10 @@ import statistics
 
 import pytest
 
-from demo.sample_batch import render_sample_batch
-from tests.pipeline_helpers import distinctive_phrase, file_row_counts, per_line_cer, running_pipeline
+from demo.processes import running_services
+from demo.sample_batch import line_error_rates, render_sample_batch
+from ocrstream import OcrstreamClient
+from tests.helpers import distinctive_phrase, file_row_counts
 
 pytestmark = pytest.mark.e2e
 
@@ -12,7 +14,8 @@ pytestmark = pytest.mark.e2e
 def test_a_batch_flows_through_all_four_services(settings, isolated_env, tmp_path):
     samples = render_sample_batch(tmp_path / "batch", images=20, pdf_pages=3, seed=11)
     assert len(samples) == 21
-    with running_pipeline(isolated_env, tmp_path / "logs") as (_services, client):
+    with running_services(isolated_env, tmp_path / "logs") as services, \
+            OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
         accepted = client.submit([s.path for s in samples], name="e2e", chunk_size=4)
         assert accepted["total_files"] == 21 and accepted["total_chunks"] == 6
         final = client.wait(accepted["batch_id"], timeout=600)
@@ -35,7 +38,7 @@ def test_a_batch_flows_through_all_four_services(settings, isolated_env, tmp_pat
             assert result["status"] == "ok"
             assert result["page_count"] == len(sample.pages)
             for expected_page, page in zip(sample.pages, result["pages"]):
-                cers.extend(per_line_cer(expected_page, page["text"]))
+                cers.extend(line_error_rates(expected_page, page["text"]))
         print(f"per-line CER over {len(cers)} lines: mean {statistics.mean(cers):.3%}, worst {max(cers):.3%}")
         assert statistics.mean(cers) < 0.10
 

@@ -1,20 +1,16 @@
 """ingest against the real Kafka broker and S3 server: what a 202 leaves behind, and what a rejection does not."""
 import hashlib
 import io
-import logging
 import socket
 import statistics
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 from fastapi.testclient import TestClient
 from minio import Minio
 from PIL import Image, ImageDraw
 
-from common.kafka import PartitionEofTracker, build_consumer
 from common.settings import Settings
 from common.storage import build_s3_client, get_object_bytes
 from schemas.batch_events import BatchCreated
@@ -22,6 +18,7 @@ from schemas.chunks import ChunkRequested
 from schemas.topics import Topic, decode
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -61,43 +58,14 @@ def multipart(files: list[tuple[str, bytes]], content_type: str = "application/o
     return [("files", (name, data, content_type)) for name, data in files]
 
 
-def read_topic(settings: Settings, topic: Topic, *, expected: int, deadline_s: float = 30.0) -> list[Message]:
-    """Every record of the topic (read_committed), read until EOF on every partition and `expected` records."""
-    name = settings.topic(topic)
-    consumer = build_consumer(settings, group_id=f"test-reader-{uuid.uuid4().hex}", client_id="test-reader",
-                              **{"enable.partition.eof": True})
-    try:
-        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-        assignment = [TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions]
-        consumer.assign(assignment)
-        eof = PartitionEofTracker()
-        eof.assigned(assignment)
-        records: list[Message] = []
-        deadline = time.monotonic() + deadline_s
-        while not (eof.caught_up and len(records) >= expected):
-            assert time.monotonic() < deadline, f"{name}: {len(records)}/{expected} records, caught up: {eof.caught_up}"
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    eof.reached_eof(msg.topic(), msg.partition())
-                    continue
-                raise KafkaException(msg.error())
-            records.append(msg)
-        return records
-    finally:
-        consumer.close()
-
-
 def bucket_keys(s3: Minio, bucket: str) -> list[str]:
     return [o.object_name for o in s3.list_objects(bucket, recursive=True)]
 
 
 def assert_nothing_accepted(settings: Settings, s3: Minio) -> None:
     assert bucket_keys(s3, settings.s3_bucket) == []
-    assert read_topic(settings, Topic.BATCH_EVENTS, expected=0) == []
-    assert read_topic(settings, Topic.OCR_CHUNKS, expected=0) == []
+    assert read_topic(settings, settings.topic(Topic.BATCH_EVENTS), expected=0) == []
+    assert read_topic(settings, settings.topic(Topic.OCR_CHUNKS), expected=0) == []
 
 
 # ---- fixtures -----------------------------------------------------------------------------------------------------
@@ -139,7 +107,7 @@ def test_accepted_batch_is_stored_and_announced(client: TestClient, settings: Se
                     "status_url": f"http://status.test/v1/batches/{batch_id}"}
 
     # Exactly one BatchCreated, keyed by the batch id, with the layout and options.
-    [event_record] = read_topic(settings, Topic.BATCH_EVENTS, expected=1)
+    [event_record] = read_topic(settings, settings.topic(Topic.BATCH_EVENTS), expected=1)
     created = decode(Topic.BATCH_EVENTS, event_record.value())
     assert isinstance(created, BatchCreated)
     assert event_record.key() == batch_id.encode()
@@ -149,7 +117,7 @@ def test_accepted_batch_is_stored_and_announced(client: TestClient, settings: Se
     assert (created.options.languages, created.options.pdf_dpi, created.options.embeddings) == ("eng", 150, False)
 
     # N ChunkRequested, keyed by chunk id, holding the files in upload order.
-    chunk_records = read_topic(settings, Topic.OCR_CHUNKS, expected=3)
+    chunk_records = read_topic(settings, settings.topic(Topic.OCR_CHUNKS), expected=3)
     assert len(chunk_records) == 3
     chunks = sorted((decode(Topic.OCR_CHUNKS, r.value()) for r in chunk_records), key=lambda c: c.chunk_id)
     assert all(isinstance(c, ChunkRequested) for c in chunks)
@@ -182,8 +150,8 @@ def test_median_seconds_to_202_for_ten_images(client: TestClient, settings: Sett
         assert response.status_code == 202, response.text
         assert (response.json()["total_files"], response.json()["total_chunks"]) == (10, 1)
 
-    assert len(read_topic(settings, Topic.BATCH_EVENTS, expected=rounds)) == rounds
-    assert len(read_topic(settings, Topic.OCR_CHUNKS, expected=rounds)) == rounds
+    assert len(read_topic(settings, settings.topic(Topic.BATCH_EVENTS), expected=rounds)) == rounds
+    assert len(read_topic(settings, settings.topic(Topic.OCR_CHUNKS), expected=rounds)) == rounds
     with capsys.disabled():
         print(f"\ningest: median seconds to 202 for a 10-image batch: {statistics.median(seconds):.3f} "
               f"(min {min(seconds):.3f}, max {max(seconds):.3f}, {rounds} batches, "
@@ -318,6 +286,6 @@ def test_store_failure_is_503_and_nothing_is_produced(client: TestClient, settin
 
     assert response.status_code == 503
     assert response.json()["detail"].startswith("nothing was accepted: the object store failed")
-    assert read_topic(settings, Topic.BATCH_EVENTS, expected=0) == []
-    assert read_topic(settings, Topic.OCR_CHUNKS, expected=0) == []
+    assert read_topic(settings, settings.topic(Topic.BATCH_EVENTS), expected=0) == []
+    assert read_topic(settings, settings.topic(Topic.OCR_CHUNKS), expected=0) == []
     assert not s3.bucket_exists(settings.s3_bucket)

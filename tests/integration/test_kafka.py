@@ -3,41 +3,14 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common.kafka import PartitionEofTracker, build_consumer, build_producer, ensure_topics
-from common.settings import Settings
+from common.kafka import build_consumer, build_producer, ensure_topics
 from schemas.topics import Topic
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
-
-
-def read_all(settings: Settings, topic: str, *, isolation: str = "read_committed") -> list:
-    """Every record of every partition, read until EOF has been seen on all of them."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex}",
-        "isolation.level": isolation, "enable.partition.eof": True, "enable.auto.commit": False,
-    })
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        assignment = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
-        consumer.assign(assignment)
-        eof = PartitionEofTracker()
-        eof.assigned(assignment)
-        records, deadline = [], time.monotonic() + 30
-        while not eof.caught_up:
-            assert time.monotonic() < deadline, "partition EOF not reached in 30 s"
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                eof.reached_eof(msg.topic(), msg.partition())
-            else:
-                records.append(msg)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_ensure_topics_is_idempotent_and_compacts_progress(settings):
@@ -63,8 +36,8 @@ def test_read_committed_sees_only_committed_transactions(settings):
     producer.flush()  # the aborted record really reaches the log
     producer.abort_transaction()
 
-    assert [m.value() for m in read_all(settings, topic)] == [b"committed"]
-    assert sorted(m.value() for m in read_all(settings, topic, isolation="read_uncommitted")) == [b"aborted", b"committed"]
+    assert [m.value() for m in read_topic(settings, topic)] == [b"committed"]
+    assert sorted(m.value() for m in read_topic(settings, topic, isolation="read_uncommitted")) == [b"aborted", b"committed"]
 
 
 def test_send_offsets_to_transaction_commits_exactly_the_consumed_positions(settings):
@@ -98,7 +71,7 @@ def test_send_offsets_to_transaction_commits_exactly_the_consumed_positions(sett
     committed = checker.committed([TopicPartition(source, p) for p in range(3)], timeout=10)
     checker.close()
     assert {tp.partition: tp.offset for tp in committed if tp.offset >= 0} == positions
-    assert sorted(m.value() for m in read_all(settings, sink)) == sorted(f"V{i}".encode() for i in range(30))
+    assert sorted(m.value() for m in read_topic(settings, sink)) == sorted(f"V{i}".encode() for i in range(30))
 
 
 def test_compacted_topic_keeps_the_latest_value_per_key(settings):
@@ -115,7 +88,7 @@ def test_compacted_topic_keeps_the_latest_value_per_key(settings):
     # Only rolled segments are cleaned: wait until the cleaner has removed most of the history.
     deadline = time.monotonic() + 90
     while True:
-        records = read_all(settings, topic)
+        records = read_topic(settings, topic)
         if len(records) < 600 / 2 or time.monotonic() > deadline:
             break
         producer.produce(topic, key=b"roll", value=b"x")  # a new record rolls the segment past segment.ms

@@ -18,7 +18,7 @@ from schemas.topics import Topic, decode, encode
 from services.ocr_worker.engine import build_engine
 from services.ocr_worker.settings import WorkerSettings
 from services.ocr_worker.worker import ChunkOcr, OcrWorker
-from tests.integration.test_kafka import read_all
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
             deadline = time.monotonic() + 180
             while len(results) < 4:
                 assert time.monotonic() < deadline, f"only {len(results)} results"
-                results = [decode(Topic.OCR_RESULTS, m.value()) for m in read_all(settings, settings.topic_ocr_results)]
+                results = [decode(Topic.OCR_RESULTS, m.value()) for m in read_topic(settings, settings.topic_ocr_results)]
         finally:
             stop.set()
             thread.join(60)
@@ -69,7 +69,7 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
         assert all(len(p.embedding) == 512 and p.words for p in r.pages)
         text = "\n".join(p.text for p in r.pages)
         assert character_error_rate(" ".join(sample.lines), text) < 0.15, text
-    dead = [decode(Topic.OCR_DLQ, m.value()) for m in read_all(settings, settings.topic_ocr_dlq)]
+    dead = [decode(Topic.OCR_DLQ, m.value()) for m in read_topic(settings, settings.topic_ocr_dlq)]
     assert len(dead) == 1 and dead[0].source_topic == settings.topic_ocr_chunks and "JSON" in dead[0].reason
 
     checker = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": settings.worker_group})

@@ -16,7 +16,7 @@ from schemas.results import BoundingBox, FileResult, FileStatus, Page, Word
 from schemas.topics import Topic, decode, encode
 from services.persister.persister import Persister
 from services.persister.settings import PersisterSettings
-from tests.integration.test_kafka import read_all
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -82,9 +82,9 @@ def test_results_persist_once_and_progress_is_published(settings):
                                   (settings.persister_group,)).fetchone()[0]
             assert stored == 7  # every record consumed, counted once (one result partition + one events partition)
 
-    dead = read_all(settings, settings.topic_ocr_dlq)
+    dead = read_topic(settings, settings.topic_ocr_dlq)
     assert len(dead) == 1 and decode(Topic.OCR_DLQ, dead[0].value()).value_b64 is not None
-    snapshots: list[BatchProgress] = [decode(Topic.BATCH_PROGRESS, m.value()) for m in read_all(settings, settings.topic_batch_progress)]
+    snapshots: list[BatchProgress] = [decode(Topic.BATCH_PROGRESS, m.value()) for m in read_topic(settings, settings.topic_batch_progress)]
     latest = max((s for s in snapshots if s.batch_id == batch), key=lambda s: s.version)
     assert (latest.status, latest.succeeded, latest.failed, latest.total_files) == ("completed", 3, 1, 4)
 

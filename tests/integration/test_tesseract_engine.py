@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pytest
 from PIL import Image
 
-from demo.sample_batch import SampleFile, character_error_rate, render_sample_batch
+from demo.sample_batch import SampleFile, character_error_rate, line_error_rates, render_sample_batch
 from services.ocr_worker.engine import FastEngine, RecognizedPage, TesseractEngine, build_engine
 from services.ocr_worker.pages import decode_pages
 
@@ -37,17 +37,11 @@ def read_batch(engine: TesseractEngine, tmp_path_factory: pytest.TempPathFactory
     return read
 
 
-def _line_cers(expected: list[str], page: RecognizedPage) -> list[float]:
-    """For each expected line, the CER (without whitespace) of the OCR line that matches it best."""
-    lines = [line for line in page.text.split("\n") if line.strip()]
-    return [min((character_error_rate(want, got) for got in lines), default=1.0) for want in expected]
-
-
 def test_every_file_is_read_with_a_low_character_error_rate(read_batch: list[ReadFile]) -> None:
     report: list[tuple[float, str]] = []
     for read in read_batch:
         assert len(read.pages) == len(read.sample.pages)
-        cers = [c for want, page in zip(read.sample.pages, read.pages) for c in _line_cers(want, page)]
+        cers = [c for want, page in zip(read.sample.pages, read.pages) for c in line_error_rates(want, page.text)]
         expected, actual = "\n".join(read.sample.lines), "\n".join(page.text for page in read.pages)
         mean = sum(cers) / len(cers)
         report.append((mean, read.sample.path.name))
