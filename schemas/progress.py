@@ -37,7 +37,7 @@ class BatchProgress(Message):
     started_at: datetime | None = None
     updated_at: datetime
     finished_at: datetime | None = None
-    version: int = Field(ge=1)
+    version: int = Field(ge=0, description="0 is ingest's 'pending' snapshot at acceptance; the persister's start at 1")
 
     @property
     def processed_files(self) -> int:

@@ -7,9 +7,10 @@ from enum import StrEnum
 from schemas.base import utc_now
 from schemas.batch_events import BatchCreated, BatchOptions, ChunkLayout
 from schemas.chunks import ChunkRequested, StoredFile
+from schemas.progress import BatchProgress, BatchStatus
 
 __all__ = [
-    "SNIFF_BYTES", "FileProblem", "FileRejected", "accepted_content_type", "chunk_id_for", "plan_batch",
+    "SNIFF_BYTES", "FileProblem", "FileRejected", "accepted_content_type", "chunk_id_for", "initial_progress", "plan_batch",
     "sniff_content_type",
 ]
 
@@ -106,3 +107,12 @@ def plan_batch(
         created_at=now,
     )
     return created, chunks
+
+
+def initial_progress(created: BatchCreated, total_chunks: int) -> BatchProgress:
+    """Version 0 of the batch's progress: 'pending', so its status URL answers from the 202 on.
+    The persister's snapshots start at version 1 and always supersede it."""
+    return BatchProgress(batch_id=created.batch_id, tenant=created.tenant, name=created.name,
+                         status=BatchStatus.PENDING, total_files=created.total_files, total_chunks=total_chunks,
+                         succeeded=0, failed=0, skipped=0, created_at=created.created_at,
+                         updated_at=created.created_at, version=0)

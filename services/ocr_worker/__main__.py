@@ -16,7 +16,7 @@ from common.kafka import build_consumer, build_producer, ensure_topics  # noqa: 
 from common.observability import configure_logging  # noqa: E402
 from common.runtime import serve_probes, stop_on_signals  # noqa: E402
 from common.storage import build_s3_client  # noqa: E402
-from services.ocr_worker.engine import build_engine  # noqa: E402
+from schemas.batch_events import BatchOptions  # noqa: E402
 from services.ocr_worker.settings import WorkerSettings  # noqa: E402
 from services.ocr_worker.worker import ChunkOcr, OcrWorker  # noqa: E402
 
@@ -29,11 +29,9 @@ def main() -> int:
     stop = stop_on_signals()
     ensure_topics(settings)
     with ExitStack() as stack:
-        engine = build_engine(settings.engine, "kor+eng")
-        if hasattr(engine, "close"):
-            stack.callback(engine.close)
-        embedder = build_embedder(settings.embedder)
-        ocr = ChunkOcr(settings, build_s3_client(settings), engine, embedder)
+        ocr = ChunkOcr(settings, build_s3_client(settings), build_embedder(settings.embedder))
+        stack.callback(ocr.close)
+        ocr.engine_for(BatchOptions().languages)  # load the default models now, before reporting ready
         client_id = f"ocr-worker-{settings.worker_id}"
         consumer = build_consumer(settings, group_id=settings.worker_group, client_id=client_id)
         stack.callback(consumer.close)
@@ -42,7 +40,7 @@ def main() -> int:
         worker = OcrWorker(settings, consumer, producer, ocr)
         probes = serve_probes(settings.probe_host, settings.probe_port, lambda: worker.ready)
         stack.callback(probes.shutdown)
-        log.info("ocr worker started", extra={"worker_id": settings.worker_id, "engine": engine.name})
+        log.info("ocr worker started", extra={"worker_id": settings.worker_id, "engine": settings.engine})
         try:
             worker.run(stop)
         except FatalError:

@@ -22,7 +22,7 @@ from common.storage import get_object_bytes
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FileResult, Timings
 from schemas.topics import Topic, UndecodableMessage, decode, encode
-from services.ocr_worker.engine import OcrEngine, OcrFailed, RecognizedPage
+from services.ocr_worker.engine import OcrEngine, OcrFailed, RecognizedPage, build_engine
 from services.ocr_worker.pages import UndecodableFile, decode_pages
 from services.ocr_worker.results import file_result, page_from_recognized
 from services.ocr_worker.settings import WorkerSettings
@@ -41,11 +41,21 @@ class ObjectStoreUnavailable(Exception):
 class ChunkOcr:
     """The transform: a ChunkRequested → one FileResult per file. Knows nothing of Kafka."""
 
-    def __init__(self, settings: WorkerSettings, s3: Minio, engine: OcrEngine, embedder: Embedder | None) -> None:
+    def __init__(self, settings: WorkerSettings, s3: Minio, embedder: Embedder | None) -> None:
         self._settings = settings
         self._s3 = s3
-        self._engine = engine
         self._embedder = embedder
+        self._engines: dict[str, OcrEngine] = {}
+
+    def engine_for(self, languages: str) -> OcrEngine:
+        """One engine per language set a batch asked for, its models loaded once. OcrFailed if not installed."""
+        if languages not in self._engines:
+            self._engines[languages] = build_engine(self._settings.engine, languages)
+        return self._engines[languages]
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            getattr(engine, "close", lambda: None)()
 
     def ocr_chunk(self, chunk: ChunkRequested, stop: Event) -> list[FileResult]:
         """Bounded retries on object-store errors; after the last one the chunk's files fail, never vanish."""
@@ -56,7 +66,7 @@ class ChunkOcr:
                 log.warning("object store unavailable", extra={"chunk_id": chunk.chunk_id, "attempt": attempt, "error": str(exc)})
                 if attempt == self._settings.fetch_attempts or stop.wait(2.0 * attempt):
                     reason = f"object store unavailable after {attempt} attempt(s): {exc}"
-                    return [file_result(chunk, f, engine=self._engine.name, error=reason) for f in chunk.files]
+                    return [file_result(chunk, f, engine=self._settings.engine, error=reason) for f in chunk.files]
         raise AssertionError("unreachable")
 
     def ocr_file(self, chunk: ChunkRequested, stored: StoredFile) -> FileResult:
@@ -71,7 +81,8 @@ class ChunkOcr:
             error = "stored object does not match the sha256 recorded at upload; upload the file again"
         else:
             try:
-                recognized = self._recognize_pages(data, stored, chunk, timings)
+                engine = self.engine_for(chunk.options.languages)
+                recognized = self._recognize_pages(engine, data, stored, chunk, timings)
                 t = time.perf_counter()
                 embeddings = self._embed([p.text for p in recognized]) if chunk.options.embeddings else None
                 timings.embed_ms = _ms_since(t)
@@ -79,7 +90,7 @@ class ChunkOcr:
                          for i, p in enumerate(recognized)]
             except (UndecodableFile, OcrFailed) as exc:
                 error = str(exc)
-        result = file_result(chunk, stored, engine=self._engine.name, pages=pages, timings=timings, error=error,
+        result = file_result(chunk, stored, engine=self._settings.engine, pages=pages, timings=timings, error=error,
                              embedding_model=self._embedder.model_name if self._embedder and chunk.options.embeddings else None)
         FILES_DONE.labels(result.status).inc()
         FILE_SECONDS.observe(time.perf_counter() - started)
@@ -87,8 +98,8 @@ class ChunkOcr:
                                                   "ocr_ms": round(timings.ocr_ms, 1)})
         return result
 
-    def _recognize_pages(self, data: bytes, stored: StoredFile, chunk: ChunkRequested, timings: Timings
-                         ) -> list[RecognizedPage]:
+    def _recognize_pages(self, engine: OcrEngine, data: bytes, stored: StoredFile, chunk: ChunkRequested,
+                         timings: Timings) -> list[RecognizedPage]:
         """Decode and OCR page by page: only one page image is held at a time, whatever the PDF's length."""
         recognized = []
         pages = decode_pages(data, stored.content_type, pdf_dpi=chunk.options.pdf_dpi,
@@ -100,7 +111,7 @@ class ChunkOcr:
             if image is None:
                 return recognized
             t = time.perf_counter()
-            recognized.append(self._engine.recognize(image))
+            recognized.append(engine.recognize(image))
             timings.ocr_ms += _ms_since(t)
 
     def _fetch(self, stored: StoredFile) -> bytes:

@@ -66,6 +66,7 @@ def assert_nothing_accepted(settings: Settings, s3: Minio) -> None:
     assert bucket_keys(s3, settings.s3_bucket) == []
     assert read_topic(settings, settings.topic(Topic.BATCH_EVENTS), expected=0) == []
     assert read_topic(settings, settings.topic(Topic.OCR_CHUNKS), expected=0) == []
+    assert read_topic(settings, settings.topic(Topic.BATCH_PROGRESS), expected=0) == []
 
 
 # ---- fixtures -----------------------------------------------------------------------------------------------------
@@ -126,6 +127,13 @@ def test_accepted_batch_is_stored_and_announced(client: TestClient, settings: Se
     files = [f for c in chunks for f in c.files]
     assert [f.original_name for f in files] == [name for name, _ in uploads]
     assert [f.content_type for f in files] == expected_types
+
+    # A 'pending' snapshot, so the status URL answers before the persister has seen the batch.
+    [progress_record] = read_topic(settings, settings.topic(Topic.BATCH_PROGRESS), expected=1)
+    progress = decode(Topic.BATCH_PROGRESS, progress_record.value())
+    assert progress_record.key() == batch_id.encode()
+    assert (progress.status, progress.version, progress.total_files, progress.total_chunks, progress.tenant) == (
+        "pending", 0, len(uploads), 3, TENANT)
 
     # Every object is in the store, under tenant/batch/file, with the sha256 computed here.
     assert sorted(bucket_keys(s3, settings.s3_bucket)) == sorted(f.key for f in files)

@@ -2,7 +2,6 @@
 failed with a reason or dead-lettered, and the group's offsets moved exactly past what was processed."""
 import io
 import threading
-import time
 import uuid
 
 import pytest
@@ -12,10 +11,10 @@ from common.embedding import build_embedder
 from common.kafka import build_consumer, build_producer, produce_and_flush
 from common.storage import build_s3_client, put_stream
 from demo.sample_batch import character_error_rate, render_sample_batch
+from schemas.batch_events import BatchOptions
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FileResult, FileStatus
 from schemas.topics import Topic, decode, encode
-from services.ocr_worker.engine import build_engine
 from services.ocr_worker.settings import WorkerSettings
 from services.ocr_worker.worker import ChunkOcr, OcrWorker
 from tests.helpers import read_topic
@@ -36,33 +35,34 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
     samples = render_sample_batch(tmp_path, images=2, pdf_pages=2, seed=3)
     files = [upload(settings, s3, s.path.name, s.path.read_bytes(), s.content_type) for s in samples]
     garbage = upload(settings, s3, "broken.png", b"\x89PNG\r\n\x1a\n but not really", "image/png")
+    klingon = upload(settings, s3, "klingon.png", samples[0].path.read_bytes(), samples[0].content_type)
     chunks = [ChunkRequested(batch_id="b", chunk_id="b.00000", tenant="default", files=files[:2]),
-              ChunkRequested(batch_id="b", chunk_id="b.00001", tenant="default", files=[files[2], garbage])]
+              ChunkRequested(batch_id="b", chunk_id="b.00001", tenant="default", files=[files[2], garbage]),
+              ChunkRequested(batch_id="b", chunk_id="b.00002", tenant="default", files=[klingon],
+                             options=BatchOptions(languages="tlh"))]
     records = [(settings.topic_ocr_chunks, c.chunk_id.encode(), encode(c)) for c in chunks]
     records.append((settings.topic_ocr_chunks, b"junk", b"\x00 not json"))
     produce_and_flush(build_producer(settings, client_id="seed"), records, timeout=10)
 
     stop = threading.Event()
-    with build_engine("tesseract") as engine:
-        consumer = build_consumer(settings, group_id=settings.worker_group, client_id="test-worker")
-        producer = build_producer(settings, client_id="test-worker", transactional_id=f"t-{settings.worker_id}")
-        worker = OcrWorker(settings, consumer, producer, ChunkOcr(settings, s3, engine, build_embedder(settings.embedder)))
-        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-        thread.start()
-        try:
-            results: list[FileResult] = []
-            deadline = time.monotonic() + 180
-            while len(results) < 4:
-                assert time.monotonic() < deadline, f"only {len(results)} results"
-                results = [decode(Topic.OCR_RESULTS, m.value()) for m in read_topic(settings, settings.topic_ocr_results)]
-        finally:
-            stop.set()
-            thread.join(60)
-            consumer.close()
+    ocr = ChunkOcr(settings, s3, build_embedder(settings.embedder))
+    consumer = build_consumer(settings, group_id=settings.worker_group, client_id="test-worker")
+    producer = build_producer(settings, client_id="test-worker", transactional_id=f"t-{settings.worker_id}")
+    thread = threading.Thread(target=OcrWorker(settings, consumer, producer, ocr).run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        results: list[FileResult] = [decode(Topic.OCR_RESULTS, m.value()) for m in
+                                     read_topic(settings, settings.topic_ocr_results, expected=5, deadline_s=180)]
+    finally:
+        stop.set()
+        thread.join(60)
+        consumer.close()
+        ocr.close()
 
-    assert sorted(r.file_id for r in results) == sorted(f.file_id for f in files + [garbage])
+    assert sorted(r.file_id for r in results) == sorted(f.file_id for f in files + [garbage, klingon])
     by_name = {r.original_name: r for r in results}
     assert by_name["broken.png"].status is FileStatus.FAILED and by_name["broken.png"].error
+    assert by_name["klingon.png"].status is FileStatus.FAILED and "tlh" in by_name["klingon.png"].error
     for sample in samples:
         r = by_name[sample.path.name]
         assert r.status is FileStatus.OK and len(r.pages) == len(sample.pages)

@@ -10,6 +10,8 @@ from demo.sample_batch import SampleFile, character_error_rate, line_error_rates
 from services.ocr_worker.engine import FastEngine, RecognizedPage, TesseractEngine, build_engine
 from services.ocr_worker.pages import decode_pages
 
+pytestmark = pytest.mark.integration
+
 MAX_MEAN_LINE_CER = 0.10
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from common.embedding import UniversalSentenceEncoder, build_embedder
 
+pytestmark = pytest.mark.unit
+
 KOREAN = "오늘 날씨가 정말 좋네요. 공원에 산책하러 가요."
 ENGLISH = "The weather is really nice today. Let's go for a walk in the park."
 UNRELATED = "The invoice total must be paid by Friday."

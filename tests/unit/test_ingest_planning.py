@@ -7,6 +7,7 @@ from PIL import Image
 from schemas.batch_events import BatchOptions
 from schemas.chunks import StoredFile
 from services.ingest.planning import (
+    initial_progress,
     SNIFF_BYTES,
     FileProblem,
     FileRejected,
@@ -134,3 +135,10 @@ def test_refuses_an_empty_batch_or_a_zero_chunk_size() -> None:
         plan_batch("b", "t", "", [], 10, BatchOptions())
     with pytest.raises(ValueError):
         plan_batch("b", "t", "", _stored(2), 0, BatchOptions())
+
+
+def test_initial_progress_is_a_pending_version_zero_snapshot():
+    created, chunks = plan_batch("b", "t", "scans", _stored(23), 10, BatchOptions())
+    progress = initial_progress(created, len(chunks))
+    assert (progress.status, progress.version, progress.total_files, progress.total_chunks) == ("pending", 0, 23, 3)
+    assert progress.processed_files == 0 and progress.updated_at == created.created_at
