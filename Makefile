@@ -1,6 +1,6 @@
 # ocrstream — `make demo` runs the main job, `make test` runs the tests. Both install what they need.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 # Tesseract with Korean + English (and the headers tesserocr builds against), fonts for the sample batch.

@@ -38,10 +38,14 @@ class ObjectStoreUnavailable(Exception):
     """Fetching failed for a reason that may pass (network, 5xx): retry the chunk."""
 
 
+class ShutdownRequested(Exception):
+    """Stopped while waiting to retry: nothing is committed, the chunk goes to the partition's next owner."""
+
+
 class ChunkOcr:
     """The transform: a ChunkRequested → one FileResult per file. Knows nothing of Kafka."""
 
-    def __init__(self, settings: WorkerSettings, s3: Minio, embedder: Embedder | None) -> None:
+    def __init__(self, settings: WorkerSettings, s3: Minio, embedder: Embedder) -> None:
         self._settings = settings
         self._s3 = s3
         self._embedder = embedder
@@ -63,10 +67,13 @@ class ChunkOcr:
             try:
                 return [self.ocr_file(chunk, stored) for stored in chunk.files]
             except ObjectStoreUnavailable as exc:
-                log.warning("object store unavailable", extra={"chunk_id": chunk.chunk_id, "attempt": attempt, "error": str(exc)})
-                if attempt == self._settings.fetch_attempts or stop.wait(2.0 * attempt):
-                    reason = f"object store unavailable after {attempt} attempt(s): {exc}"
+                log.warning("object store unavailable", extra={"batch_id": chunk.batch_id, "chunk_id": chunk.chunk_id,
+                                                               "attempt": attempt, "error": str(exc)})
+                if attempt == self._settings.fetch_attempts:
+                    reason = f"object store unavailable after {attempt} attempts: {exc}"
                     return [file_result(chunk, f, engine=self._settings.engine, error=reason) for f in chunk.files]
+                if stop.wait(2.0 * attempt):
+                    raise ShutdownRequested from exc
         raise AssertionError("unreachable")
 
     def ocr_file(self, chunk: ChunkRequested, stored: StoredFile) -> FileResult:
@@ -77,21 +84,23 @@ class ChunkOcr:
         timings.fetch_ms = _ms_since(started)
         error = None
         pages = []
-        if hashlib.sha256(data).hexdigest() != stored.sha256:
+        if data is None:
+            error = f"the stored object {stored.bucket}/{stored.key} no longer exists; upload the file again"
+        elif hashlib.sha256(data).hexdigest() != stored.sha256:
             error = "stored object does not match the sha256 recorded at upload; upload the file again"
         else:
             try:
                 engine = self.engine_for(chunk.options.languages)
                 recognized = self._recognize_pages(engine, data, stored, chunk, timings)
                 t = time.perf_counter()
-                embeddings = self._embed([p.text for p in recognized]) if chunk.options.embeddings else None
+                embeddings = self._embedder.embed([p.text for p in recognized]) if chunk.options.embeddings else None
                 timings.embed_ms = _ms_since(t)
                 pages = [page_from_recognized(i + 1, p, embeddings[i] if embeddings else None)
                          for i, p in enumerate(recognized)]
             except (UndecodableFile, OcrFailed) as exc:
                 error = str(exc)
         result = file_result(chunk, stored, engine=self._settings.engine, pages=pages, timings=timings, error=error,
-                             embedding_model=self._embedder.model_name if self._embedder and chunk.options.embeddings else None)
+                             embedding_model=self._embedder.model_name if chunk.options.embeddings else None)
         FILES_DONE.labels(result.status).inc()
         FILE_SECONDS.observe(time.perf_counter() - started)
         log.info("file ocred", extra=fields | {"status": result.status, "pages": len(pages), "error": error,
@@ -114,19 +123,16 @@ class ChunkOcr:
             recognized.append(engine.recognize(image))
             timings.ocr_ms += _ms_since(t)
 
-    def _fetch(self, stored: StoredFile) -> bytes:
+    def _fetch(self, stored: StoredFile) -> bytes | None:
+        """The object's bytes; None when it is gone (that file fails); ObjectStoreUnavailable when it may pass."""
         try:
             return get_object_bytes(self._s3, stored.bucket, stored.key)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                return b""  # fails the sha256 check below with a clear reason
+                return None
             raise ObjectStoreUnavailable(f"{exc.code}: {exc.message}") from exc
         except Exception as exc:  # connection refused, reset, timeouts
             raise ObjectStoreUnavailable(str(exc)) from exc
-
-    def _embed(self, texts: list[str]) -> list[list[float]] | None:
-        return self._embedder.embed(texts) if self._embedder else None
-
 
 def _ms_since(t: float) -> float:
     return (time.perf_counter() - t) * 1000
@@ -156,9 +162,10 @@ class OcrWorker:
                 log.warning("consumer error", extra={"error": msg.error().str()})
                 continue
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
-            records = self._transform(msg, stop)
-            if stop.is_set():
-                self._rewind(msg)  # stopping mid-OCR: the results are incomplete, the chunk goes to the next owner
+            try:
+                records = self._transform(msg, stop)
+            except ShutdownRequested:
+                self._rewind(msg)
                 break
             try:
                 self._commit_chunk(msg, records)

@@ -35,9 +35,11 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
     samples = render_sample_batch(tmp_path, images=2, pdf_pages=2, seed=3)
     files = [upload(settings, s3, s.path.name, s.path.read_bytes(), s.content_type) for s in samples]
     garbage = upload(settings, s3, "broken.png", b"\x89PNG\r\n\x1a\n but not really", "image/png")
+    gone = upload(settings, s3, "deleted.png", samples[0].path.read_bytes(), samples[0].content_type)
+    s3.remove_object(settings.s3_bucket, gone.key)
     klingon = upload(settings, s3, "klingon.png", samples[0].path.read_bytes(), samples[0].content_type)
     chunks = [ChunkRequested(batch_id="b", chunk_id="b.00000", tenant="default", files=files[:2]),
-              ChunkRequested(batch_id="b", chunk_id="b.00001", tenant="default", files=[files[2], garbage]),
+              ChunkRequested(batch_id="b", chunk_id="b.00001", tenant="default", files=[files[2], garbage, gone]),
               ChunkRequested(batch_id="b", chunk_id="b.00002", tenant="default", files=[klingon],
                              options=BatchOptions(languages="tlh"))]
     records = [(settings.topic_ocr_chunks, c.chunk_id.encode(), encode(c)) for c in chunks]
@@ -52,16 +54,17 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
     thread.start()
     try:
         results: list[FileResult] = [decode(Topic.OCR_RESULTS, m.value()) for m in
-                                     read_topic(settings, settings.topic_ocr_results, expected=5, deadline_s=180)]
+                                     read_topic(settings, settings.topic_ocr_results, expected=6, deadline_s=180)]
     finally:
         stop.set()
         thread.join(60)
         consumer.close()
         ocr.close()
 
-    assert sorted(r.file_id for r in results) == sorted(f.file_id for f in files + [garbage, klingon])
+    assert sorted(r.file_id for r in results) == sorted(f.file_id for f in files + [garbage, gone, klingon])
     by_name = {r.original_name: r for r in results}
     assert by_name["broken.png"].status is FileStatus.FAILED and by_name["broken.png"].error
+    assert by_name["deleted.png"].status is FileStatus.FAILED and "no longer exists" in by_name["deleted.png"].error
     assert by_name["klingon.png"].status is FileStatus.FAILED and "tlh" in by_name["klingon.png"].error
     for sample in samples:
         r = by_name[sample.path.name]
