@@ -2,7 +2,7 @@ import pytest
 
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FileStatus
-from services.ocr_worker.engine import RecognizedPage, RecognizedWord
+from services.ocr_worker.engine import RecognizedPage, RecognizedWord, join_hangul_syllables
 from services.ocr_worker.results import file_result, page_from_recognized
 
 pytestmark = pytest.mark.unit
@@ -28,3 +28,13 @@ def test_file_result_ok_and_failed():
     failed = file_result(CHUNK, STORED, engine="tesseract", error="not an image")
     assert failed.status is FileStatus.FAILED and failed.error == "not an image" and failed.pages == []
     assert (failed.batch_id, failed.chunk_id, failed.file_id, failed.tenant) == ("b1", "b1.00000", "f1", "t")
+
+
+def test_hangul_syllables_split_by_tesseract_are_joined_but_real_spaces_stay():
+    line = [RecognizedWord("도", 90, (0, 0, 30, 30)), RecognizedWord("서", 80, (32, 0, 30, 30)),
+            RecognizedWord("관", 70, (64, 2, 30, 30)),  # 2 px gaps: one word
+            RecognizedWord("은", 90, (120, 0, 30, 30)),  # 26 px gap: a space
+            RecognizedWord("OCR", 95, (152, 0, 60, 30))]  # Latin next to Hangul: never joined
+    joined = join_hangul_syllables(line)
+    assert [w.text for w in joined] == ["도서관", "은", "OCR"]
+    assert joined[0].bbox == (0, 0, 94, 32) and joined[0].confidence == 80
