@@ -133,6 +133,7 @@ def get_batch(batch_id: str, tenant: TenantDep, view: ViewDep) -> BatchPublic:
 @router.get("/batches/{batch_id}/results", response_model=FileResultsPublic,
             responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
 def get_batch_results(
+    request: Request,
     batch_id: str,
     tenant: TenantDep,
     conn: ConnectionDep,
@@ -142,7 +143,10 @@ def get_batch_results(
     include_words: Annotated[bool, Query(description="include every word with its box and confidence")] = False,
 ) -> FileResultsPublic:
     if not queries.batch_exists_for_tenant(conn, tenant, batch_id):
-        raise _batch_not_found(batch_id)
+        accepted = request.app.state.view.get(batch_id)  # accepted, but the persister has not written it yet
+        if accepted is None or accepted.tenant != tenant:
+            raise _batch_not_found(batch_id)
+        return FileResultsPublic(batch_id=batch_id, data=[], next_cursor=None)
     files, next_cursor = queries.file_results(
         conn, tenant, batch_id, cursor, limit or settings.results_page_size, include_words)
     return FileResultsPublic(batch_id=batch_id, data=files, next_cursor=next_cursor)

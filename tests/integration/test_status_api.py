@@ -96,6 +96,13 @@ def test_status_shows_the_highest_version_and_follows_the_topic(status_settings)
                           "version 5 of b1")
         assert (body["status"], body["percent"], body["eta_seconds"]) == ("completed", 100.0, None)
 
+        # Accepted (a 'pending' snapshot from ingest) but not yet persisted: no results yet, not a 404.
+        publish(status_settings, progress("b3", 0, status=BatchStatus.PENDING))
+        wait_until(lambda: client.get("/v1/batches/b3", headers=ACME).status_code == 200, "pending b3")
+        response = client.get("/v1/batches/b3/results", headers=ACME)
+        assert response.status_code == 200 and response.json() == {"batch_id": "b3", "data": [], "next_cursor": None}
+        assert client.get("/v1/batches/b3/results", headers=GLOBEX).status_code == 404
+
         metrics = client.get("/metrics").text
         assert 'ocrstream_status_view_records_total{outcome="undecodable"}' in metrics
         assert 'ocrstream_status_view_records_total{outcome="stale"}' in metrics
