@@ -13,7 +13,7 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from psycopg_pool import ConnectionPool
 
-from common.errors import FatalError
+from common.errors import DeliveryFailed, FatalError
 from common.kafka import dlq_record, produce_and_flush
 from common.observability import MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS
 from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
@@ -59,8 +59,8 @@ class Persister:
             work = self._sort(messages)
             try:
                 resume_at = self._persist(work)
-            except psycopg.OperationalError as exc:  # database away: rewind, wait, try the same records again
-                log.warning("database unavailable, will retry", extra={"error": str(exc), "backoff_s": backoff})
+            except (psycopg.OperationalError, DeliveryFailed) as exc:  # DB or broker away: rewind, wait, retry
+                log.warning("persisting failed, will retry", extra={"error": str(exc), "backoff_s": backoff})
                 self._rewind(work.first_offsets)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -118,7 +118,7 @@ class Persister:
                 elif isinstance(event, BatchCancelled):
                     sql.mark_batch_cancelled(conn, event)
                 elif isinstance(event, BatchRetryRequested):
-                    log.info("retry requested (handled by ingest's re-chunking)", extra={"batch_id": event.batch_id})
+                    log.warning("retry requests are not supported yet; ignored", extra={"batch_id": event.batch_id})
             inserted = sql.insert_file_results(conn, work.results)
             touched.update(r.batch_id for r in work.results)
             if touched:
@@ -136,7 +136,14 @@ class Persister:
         return {}
 
     def publish_progress(self) -> None:
-        """Send every snapshot the DB holds but batch.progress does not yet; versions make repeats harmless."""
+        """Send every snapshot the DB holds but batch.progress does not yet; versions make repeats harmless.
+        On failure the snapshots stay unpublished in the DB and go out on a later call."""
+        try:
+            self._publish_unpublished_snapshots()
+        except (psycopg.OperationalError, DeliveryFailed) as exc:
+            log.warning("progress not published yet, will retry", extra={"error": str(exc)})
+
+    def _publish_unpublished_snapshots(self) -> None:
         with self._pool.connection() as conn:
             rows = sql.unpublished_batches(conn)
             if not rows:
