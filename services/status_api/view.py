@@ -82,16 +82,19 @@ def batch_public(progress: BatchProgress, now: datetime) -> BatchPublic:
 def _eta_seconds(progress: BatchProgress, now: datetime) -> float | None:
     """Seconds to completion, or None when unknown (nothing processed yet, no total, no start) or finished.
 
-    A simple average rate over the whole run: rate = processed / (updated_at - started_at). The estimate
+    A simple average rate over the whole run: rate = processed / (updated_at - created_at). Measured from
+    acceptance, not from started_at (the first persisted result): that would leave the first chunk's OCR time
+    out of the clock but its files in the count, and so overstate the rate. The estimate
     holds at updated_at, so the time since then is taken off (floored at 0) and the ETA counts down between
     snapshots. A smoothed (exponentially weighted) rate replaces this later.
     """
     processed = progress.processed_files
     if progress.status in TERMINAL_STATUSES or progress.finished_at is not None:
         return None
-    if processed == 0 or progress.total_files == 0 or progress.started_at is None:
+    since = progress.created_at or progress.started_at
+    if processed == 0 or progress.total_files == 0 or since is None:
         return None
-    elapsed = (progress.updated_at - progress.started_at).total_seconds()
+    elapsed = (progress.updated_at - since).total_seconds()
     if elapsed <= 0:
         return None
     remaining = max(progress.total_files - processed, 0)

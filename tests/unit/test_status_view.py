@@ -88,6 +88,10 @@ class TestBatchPublic:
         assert public.eta_seconds == pytest.approx(10.0)
         assert (public.version, public.status, public.name) == (3, BatchStatus.PROCESSING, "invoices")
 
+    def test_eta_is_measured_from_acceptance_not_from_the_first_result(self):
+        accepted_earlier = snapshot(3, succeeded=5, elapsed=10).model_copy(update={"started_at": T0 + timedelta(seconds=8)})
+        assert batch_public(accepted_earlier, accepted_earlier.updated_at).eta_seconds == pytest.approx(10.0)
+
     def test_eta_counts_down_from_the_snapshot_and_never_goes_negative(self):
         progress = snapshot(3, succeeded=5, elapsed=10)
         assert batch_public(progress, progress.updated_at + timedelta(seconds=4)).eta_seconds == pytest.approx(6.0)
@@ -96,11 +100,11 @@ class TestBatchPublic:
     @pytest.mark.parametrize("progress", [
         snapshot(1, succeeded=0),  # nothing processed: no rate yet
         snapshot(1, total=0),  # total unknown until BatchCreated is persisted
-        snapshot(1, succeeded=2, started=False),
+        snapshot(1, succeeded=2, started=False).model_copy(update={"created_at": None}),  # no clock to rate by
         snapshot(1, succeeded=2, elapsed=0),
         snapshot(9, succeeded=8, failed=2, status=BatchStatus.COMPLETED, finished=True),
         snapshot(9, succeeded=3, status=BatchStatus.CANCELLED, finished=True),
-    ], ids=["no-progress", "no-total", "not-started", "no-elapsed-time", "completed", "cancelled"])
+    ], ids=["no-progress", "no-total", "no-clock", "no-elapsed-time", "completed", "cancelled"])
     def test_no_eta_when_it_cannot_be_known_or_the_batch_is_finished(self, progress):
         assert batch_public(progress, progress.updated_at).eta_seconds is None
 
