@@ -198,10 +198,20 @@ class OcrWorker:
             self._producer.produce(topic, value=value, key=key)
         next_offset = [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)]
         self._producer.send_offsets_to_transaction(next_offset, self._consumer.consumer_group_metadata())
-        self._producer.commit_transaction()
+        self._commit_transaction()
         TRANSACTION_SECONDS.labels("ocr_chunk").observe(time.perf_counter() - started)
         TRANSACTIONS.labels("ocr_chunk", "committed").inc()
         log.info("chunk committed", extra={"records": len(records), **_position(msg)})
+
+    def _commit_transaction(self, attempts: int = 3) -> None:
+        """A retriable commit error (e.g. a timeout) leaves the outcome open: commit again, as librdkafka asks."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._producer.commit_transaction()
+                return
+            except KafkaException as exc:
+                if attempt == attempts or classify_kafka_error(exc) is not KafkaErrorKind.RETRIABLE:
+                    raise
 
     def _rewind(self, msg: Message) -> None:
         self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
