@@ -83,7 +83,8 @@ class ServiceProcess:
 def build_services(env: dict[str, str], log_dir: Path, *, workers: int = 2, ingest_port: int = 8000,
                    status_port: int = 8001, probe_ports: list[int] | None = None) -> dict[str, ServiceProcess]:
     """The whole pipeline: ingest, N OCR workers, the persister and the status API (not yet started)."""
-    probe_ports = probe_ports or [9101 + i for i in range(workers + 1)]
+    # The settings' defaults (persister 9102, worker 9101), further workers from 9103.
+    probe_ports = probe_ports or [9102, 9101, *range(9103, 9103 + workers - 1)]
     services = {
         "ingest": ServiceProcess("ingest", "services.ingest", env | {"OCRSTREAM_HTTP_PORT": str(ingest_port),
                                  "OCRSTREAM_STATUS_API_URL": f"http://127.0.0.1:{status_port}"},
