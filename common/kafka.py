@@ -12,6 +12,8 @@ from schemas.dlq import DlqHeader, DlqRecord
 from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
+# librdkafka's own warnings go through Python logging, so they come out as JSON lines like everything else.
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 # Per-topic configs at creation. batch.progress is a changelog of absolute snapshots: compact it.
 TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
@@ -25,7 +27,7 @@ TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     """Create every topic that is missing (idempotent). Returns the names it created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _LIBRDKAFKA_LOG})
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [
         NewTopic(settings.topic(t), settings.topic_partitions, settings.topic_replication_factor, config=cfg)
@@ -47,6 +49,7 @@ def build_producer(settings: Settings, *, client_id: str, transactional_id: str 
     config = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "client.id": client_id,
+        "logger": _LIBRDKAFKA_LOG,
         "enable.idempotence": True,  # no duplicates or reordering from producer retries
         "acks": "all",
         "linger.ms": 5,  # small batches: ingest answers only after a flush
@@ -64,6 +67,7 @@ def build_consumer(settings: Settings, *, group_id: str, client_id: str, **overr
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "group.id": group_id,
         "client.id": client_id,
+        "logger": _LIBRDKAFKA_LOG,
         "isolation.level": "read_committed",  # never see aborted or in-flight transactional records
         "enable.auto.commit": False,  # offsets move only with the work they account for
         "auto.offset.reset": "earliest",

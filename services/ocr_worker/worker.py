@@ -151,7 +151,6 @@ class OcrWorker:
         self._producer.init_transactions()  # fences any older instance with our transactional.id
         self._consumer.subscribe([self._settings.topic_ocr_chunks],
                                  on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
-        self.ready = True
         while not stop.is_set():
             msg = self._consumer.poll(0.5)
             if msg is None:
@@ -219,6 +218,7 @@ class OcrWorker:
     # Rebalance callbacks. Nothing is in flight across polls (each chunk commits before the next poll),
     # so there is nothing to flush on revoke; the committed offsets are the transaction's.
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.ready = True  # a member of the group now, even if it got no partition
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

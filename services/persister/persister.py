@@ -50,7 +50,6 @@ class Persister:
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         self.publish_progress()  # snapshots committed before a crash but never sent
-        self.ready = True
         backoff = self._settings.db_retry_backoff_s
         while not stop.is_set():
             messages = self._consumer.consume(self._settings.max_messages_per_transaction, self._settings.poll_timeout_s)
@@ -170,6 +169,7 @@ class Persister:
         for p in partitions:
             p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)
+        self.ready = True  # a member of the group now, reading from where Postgres says
         log.info("partitions assigned", extra={"positions": {f"{p.topic}[{p.partition}]": p.offset for p in partitions}})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
