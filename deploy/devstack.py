@@ -35,6 +35,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -459,8 +460,18 @@ def _pg_identity(s: StackSettings) -> dict:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
+def _pg_dir(s: StackSettings) -> Path:
+    """Postgres runs as an unprivileged user, which must reach its data dir. A stack dir below a private
+    directory (a clone under /root, mode 0700) keeps Postgres's data under /var/tmp instead, at a path
+    derived from the stack dir, so it still survives down + up."""
+    stack = s.dir.resolve()
+    if os.geteuid() != 0 or all(p.stat().st_mode & stat.S_IXOTH for p in stack.parents if p.exists()):
+        return s.dir / "postgres"
+    return Path("/var/tmp") / f"ocrstream-stack-{hashlib.sha256(str(stack).encode()).hexdigest()[:12]}" / "postgres"
+
+
 def _pg_start(s: StackSettings) -> tuple[int, int]:
-    pdir = s.dir / "postgres"
+    pdir = _pg_dir(s)
     ident = _pg_identity(s)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(pdir)}
     for d in (pdir, pdir / "run"):
@@ -537,7 +548,7 @@ COMPONENTS = (
               lambda s: [s.dir / "s3" / "gateway.log"]),
     Component("postgres", _pg_start, _pg_check, _pg_probe,
               lambda s: [s.pg_port],
-              lambda s: [s.dir / "postgres" / "postgres.log"],
+              lambda s: [_pg_dir(s) / "postgres.log"],
               stop_signal=signal.SIGINT),  # SIGINT = "fast" shutdown (SIGTERM would wait for clients)
 )  # fmt: skip
 BY_NAME = {c.name: c for c in COMPONENTS}
