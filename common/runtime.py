@@ -1,4 +1,4 @@
-"""Process plumbing for the Kafka workers: a stop event set by SIGTERM/SIGINT, and the probe endpoints."""
+"""Process plumbing for the Kafka workers: a stop event set by SIGTERM/SIGINT, the probe endpoints, the run."""
 import logging
 import signal
 import threading
@@ -6,6 +6,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.errors import FatalError
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +53,19 @@ def serve_probes(host: str, port: int, is_ready: Callable[[], bool]) -> Threadin
     server = ThreadingHTTPServer((host, port), ProbeHandler)
     threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
     return server
+
+
+def run_until_stopped(service: str, loop: Callable[[threading.Event], None], stop: threading.Event, *,
+                      probe_host: str, probe_port: int, is_ready: Callable[[], bool]) -> int:
+    """Serve the probes and run a Kafka loop until `stop` is set; the process exit code (1 on a fatal error)."""
+    probes = serve_probes(probe_host, probe_port, is_ready)
+    log.info(f"{service} started")
+    try:
+        loop(stop)
+    except FatalError:
+        log.exception("fatal error, exiting")
+        return 1
+    finally:
+        probes.shutdown()
+    log.info(f"{service} stopped")
+    return 0

@@ -11,10 +11,9 @@ import sys  # noqa: E402
 from contextlib import ExitStack  # noqa: E402
 
 from common.embedding import build_embedder  # noqa: E402
-from common.errors import FatalError  # noqa: E402
 from common.kafka import build_consumer, build_producer, ensure_topics  # noqa: E402
 from common.observability import configure_logging  # noqa: E402
-from common.runtime import serve_probes, stop_on_signals  # noqa: E402
+from common.runtime import run_until_stopped, stop_on_signals  # noqa: E402
 from common.storage import build_s3_client  # noqa: E402
 from schemas.batch_events import BatchOptions  # noqa: E402
 from services.ocr_worker.settings import WorkerSettings  # noqa: E402
@@ -38,16 +37,9 @@ def main() -> int:
         producer = build_producer(settings, client_id=client_id, transactional_id=f"ocrstream-ocr-{settings.worker_id}",
                                   **{"transaction.timeout.ms": settings.transaction_timeout_ms})
         worker = OcrWorker(settings, consumer, producer, ocr)
-        probes = serve_probes(settings.probe_host, settings.probe_port, lambda: worker.ready)
-        stack.callback(probes.shutdown)
-        log.info("ocr worker started", extra={"worker_id": settings.worker_id, "engine": settings.engine})
-        try:
-            worker.run(stop)
-        except FatalError:
-            log.exception("fatal error, exiting")
-            return 1
-    log.info("ocr worker stopped")
-    return 0
+        log.info("ocr worker configured", extra={"worker_id": settings.worker_id, "engine": settings.engine})
+        return run_until_stopped("ocr worker", worker.run, stop, probe_host=settings.probe_host,
+                                 probe_port=settings.probe_port, is_ready=lambda: worker.ready)
 
 
 if __name__ == "__main__":

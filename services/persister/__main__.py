@@ -4,10 +4,9 @@ import sys
 from contextlib import ExitStack
 
 from common.db import apply_migrations, build_pool
-from common.errors import FatalError
 from common.kafka import build_consumer, build_producer, ensure_topics
 from common.observability import configure_logging
-from common.runtime import serve_probes, stop_on_signals
+from common.runtime import run_until_stopped, stop_on_signals
 from services.persister.persister import Persister
 from services.persister.settings import PersisterSettings
 
@@ -29,16 +28,9 @@ def main() -> int:
         producer = build_producer(settings, client_id=client_id)
         stack.callback(producer.flush, 10)
         persister = Persister(settings, consumer, producer, pool)
-        probes = serve_probes(settings.probe_host, settings.probe_port, lambda: persister.ready)
-        stack.callback(probes.shutdown)
-        log.info("persister started", extra={"group": settings.persister_group})
-        try:
-            persister.run(stop)
-        except FatalError:
-            log.exception("fatal error, exiting")
-            return 1
-    log.info("persister stopped")
-    return 0
+        log.info("persister configured", extra={"group": settings.persister_group})
+        return run_until_stopped("persister", persister.run, stop, probe_host=settings.probe_host,
+                                 probe_port=settings.probe_port, is_ready=lambda: persister.ready)
 
 
 if __name__ == "__main__":
