@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.base import Message, utc_now
+from schemas.base import Message, Text, utc_now
 
 
 class BatchOptions(BaseModel):
@@ -26,7 +26,7 @@ class BatchCreated(Message):
     type: Literal["batch_created"] = "batch_created"
     batch_id: str
     tenant: str
-    name: str = ""
+    name: Text = ""
     total_files: int = Field(ge=1)
     chunks: list[ChunkLayout]
     options: BatchOptions = BatchOptions()
@@ -38,7 +38,7 @@ class BatchCancelled(Message):
     type: Literal["batch_cancelled"] = "batch_cancelled"
     batch_id: str
     tenant: str
-    reason: str = ""
+    reason: Text = ""
     requested_at: datetime = Field(default_factory=utc_now)
 
 

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.base import Message, utc_now
+from schemas.base import Message, PageRange, Text, utc_now
 from schemas.batch_events import BatchOptions
 
 
@@ -18,8 +18,10 @@ class StoredFile(BaseModel):
     key: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
-    content_type: str
-    original_name: str
+    content_type: Text
+    original_name: Text
+    pages: PageRange | None = Field(None, description="Only these pages of a PDF: a long PDF is OCRed as several "
+                                    "work items, each producing one part of the file's result")
 
 
 class ChunkRequested(Message):

@@ -25,4 +25,5 @@ class DlqRecord(Message):
     reason: str
     error_class: str
     service: str
+    attempts: int = Field(1, ge=1, description="Tries made before the record was dead-lettered")
     failed_at: datetime = Field(default_factory=utc_now)

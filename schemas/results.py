@@ -3,9 +3,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.base import Message, utc_now
+from schemas.base import INT32_MAX, Int32, Message, PageRange, Text, utc_now
+
+EMBEDDING_DIMENSION = 512  # pages.embedding is vector(512)
 
 
 class FileStatus(StrEnum):
@@ -14,19 +16,37 @@ class FileStatus(StrEnum):
     SKIPPED = "skipped"
 
 
+class FailureReason(StrEnum):
+    """Why a file failed, for machines; `FileResult.error` says it for people."""
+
+    UNDECODABLE = "undecodable"  # not an image or PDF we can read, or empty
+    TOO_MANY_PAGES = "too_many_pages"
+    LANGUAGE_UNAVAILABLE = "language_unavailable"  # no installed model for a requested language
+    OCR_FAILED = "ocr_failed"  # the engine refused the page
+    OCR_TIMEOUT = "ocr_timeout"  # over the per-file wall-clock limit on every try
+    OCR_CRASHED = "ocr_crashed"  # the OCR process died (segfault, abort) on every try
+    OCR_OUT_OF_MEMORY = "ocr_out_of_memory"  # over the per-file memory limit on every try
+    OBJECT_MISSING = "object_missing"  # deleted from the object store after upload
+    OBJECT_CHANGED = "object_changed"  # no longer matches the sha256 recorded at upload
+    OBJECT_STORE_UNAVAILABLE = "object_store_unavailable"
+    RESULT_TOO_LARGE = "result_too_large"  # one page's result exceeds the largest record the topic takes
+    TRANSFORM_ERROR = "transform_error"  # an unexpected error in the worker on every try; the chunk is in the DLQ
+    RESULT_REFUSED = "result_refused"  # Postgres refused the result's data; the record is in the DLQ
+
+
 class BoundingBox(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
-    width: int = Field(ge=0)
-    height: int = Field(ge=0)
+    x: Int32
+    y: Int32
+    width: Int32
+    height: Int32
 
 
 class Word(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str
+    text: Text
     confidence: float = Field(ge=0, le=100)
     bbox: BoundingBox
 
@@ -34,13 +54,13 @@ class Word(BaseModel):
 class Page(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    page_number: int = Field(ge=1)
-    width: int = Field(ge=0)
-    height: int = Field(ge=0)
-    text: str
+    page_number: int = Field(ge=1, le=INT32_MAX)
+    width: Int32
+    height: Int32
+    text: Text
     mean_confidence: float = Field(ge=0, le=100)
     words: list[Word] = []
-    embedding: list[float] | None = None
+    embedding: list[float] | None = Field(None, min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
 
 
 class Timings(BaseModel):
@@ -59,14 +79,26 @@ class FileResult(Message):
     file_id: str
     tenant: str
     status: FileStatus
-    original_name: str
+    original_name: Text
     sha256: str
     size: int = Field(ge=0)
-    content_type: str
+    content_type: Text
     pages: list[Page] = []
-    engine: str
-    embedding_model: str | None = None
+    part: PageRange | None = Field(None, description="Set when the file's result comes in several records, one per "
+                                   "page range; the file is complete when its parts cover 1..total_pages")
+    engine: Text
+    embedding_model: Text | None = None
     timings: Timings = Timings()
-    error: str | None = Field(None, description="Why the file failed or was skipped, for a person to act on")
-    attempt: int = Field(1, ge=1)
+    error: Text | None = Field(None, description="Why the file failed or was skipped, for a person to act on")
+    error_code: FailureReason | None = Field(None, description="Why the file failed, for machines")
+    attempt: int = Field(1, ge=1, le=INT32_MAX, description="Tries the file took, this one included")
     produced_at: datetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _pages_fit(self) -> "FileResult":
+        numbers = [p.page_number for p in self.pages]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("page numbers repeat within one result")
+        if self.part and any(not self.part.first_page <= n <= self.part.last_page for n in numbers):
+            raise ValueError(f"a page number lies outside the part's pages {self.part.first_page}..{self.part.last_page}")
+        return self
