@@ -28,7 +28,7 @@ EXAMPLES = [
         sha256=SHA, size=10, content_type="image/png", engine="tesseract",
         pages=[Page(page_number=1, width=100, height=50, text="안녕 hello", mean_confidence=91.5,
                     words=[Word(text="안녕", confidence=90.0, bbox=BoundingBox(x=1, y=2, width=30, height=20))],
-                    embedding=[0.5, -0.5])])),
+                    embedding=[0.5, -0.5] * 256)])),
     (Topic.BATCH_PROGRESS, BatchProgress(batch_id="b1", tenant="t", status=BatchStatus.PROCESSING, total_files=3,
                                          total_chunks=1, succeeded=1, failed=0, skipped=0,
                                          updated_at="2026-01-01T00:00:00Z", version=2)),
@@ -91,3 +91,29 @@ def test_every_topic_has_a_json_schema():
     for expected in ("batch_events.BatchEvent", "chunks.ChunkRequested", "results.FileResult",
                      "progress.BatchProgress", "dlq.DlqRecord"):
         assert f"{expected}.json" in names
+
+
+@pytest.mark.parametrize("change", [
+    {"pages": [{"page_number": 1, "width": 1, "height": 1, "text": "", "mean_confidence": 0}] * 2},
+    {"pages": [{"page_number": 2**31, "width": 1, "height": 1, "text": "", "mean_confidence": 0}]},
+    {"pages": [{"page_number": 1, "width": 2**40, "height": 1, "text": "", "mean_confidence": 0}]},
+    {"pages": [{"page_number": 1, "width": 1, "height": 1, "text": "", "mean_confidence": 0, "embedding": [1, 0, 0]}]},
+    {"part": {"first_page": 3, "last_page": 2, "total_pages": 9}},
+    {"part": {"first_page": 1, "last_page": 2, "total_pages": 9},
+     "pages": [{"page_number": 5, "width": 1, "height": 1, "text": "", "mean_confidence": 0}]},
+], ids=["duplicate-page", "page-2^31", "width-2^40", "3-d-embedding", "reversed-range", "page-outside-part"])
+def test_results_postgres_would_refuse_are_undecodable(change):
+    """What the table would refuse never gets past the contract (the persister need not die on it)."""
+    message = EXAMPLES[4][1].model_dump(mode="json") | change
+    with pytest.raises(UndecodableMessage):
+        decode(Topic.OCR_RESULTS, json.dumps(message).encode())
+
+
+def test_nul_bytes_are_dropped_from_free_text():
+    message = EXAMPLES[4][1].model_dump(mode="json")
+    message["original_name"] = "a\u0000b.png"
+    message["pages"][0]["text"] = "x\u0000y"
+    decoded = decode(Topic.OCR_RESULTS, json.dumps(message).encode())
+    assert (decoded.original_name, decoded.pages[0].text) == ("ab.png", "xy")
+    created = decode(Topic.BATCH_EVENTS, encode(EXAMPLES[0][1].model_copy(update={"name": "n\x00ame"})))
+    assert created.name == "name"

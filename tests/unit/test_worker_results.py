@@ -15,11 +15,11 @@ CHUNK = ChunkRequested(batch_id="b1", chunk_id="b1.00000", tenant="t", attempt=2
 def test_recognized_page_becomes_a_page_with_clamped_values():
     recognized = RecognizedPage(width=100, height=40, text="안녕 hello", mean_confidence=101.0,
                                 words=(RecognizedWord("안녕", -1.0, (-2, 3, 20, 10)), RecognizedWord("hello", 95.5, (30, 3, 40, 10))))
-    page = page_from_recognized(1, recognized, [0.1, 0.2])
+    page = page_from_recognized(1, recognized, [0.1, 0.2] * 256)
     assert page.mean_confidence == 100.0
     assert [w.text for w in page.words] == ["안녕", "hello"]
     assert page.words[0].confidence == 0.0 and page.words[0].bbox.x == 0
-    assert page.embedding == [0.1, 0.2]
+    assert page.embedding == [0.1, 0.2] * 256
 
 
 def test_file_result_ok_and_failed():
