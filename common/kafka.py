@@ -2,6 +2,7 @@
 import base64
 import logging
 from collections.abc import Iterable
+from enum import Enum
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -107,6 +108,32 @@ def produce_and_flush(producer: Producer, records: Iterable[tuple[str, bytes | N
                              f"{failures[:3]}")
 
 
+class KafkaErrorKind(Enum):
+    RETRIABLE = "retriable"  # try the same operation again
+    ABORT = "abort"  # abort the transaction and begin again
+    FATAL = "fatal"  # this client is unusable (e.g. fenced): build a new one
+    REFUSED = "refused"  # the broker refuses these very records (too large, invalid): trying again cannot help
+
+
+_REFUSED_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+                            KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG_SIZE})
+
+
+def classify_kafka_error(exc: KafkaException) -> KafkaErrorKind:
+    """The one sorting of the Kafka client's errors, after librdkafka's transactional API documentation."""
+    error: KafkaError = exc.args[0]
+    if error.fatal():
+        return KafkaErrorKind.FATAL
+    if error.code() in _REFUSED_CODES:
+        return KafkaErrorKind.REFUSED
+    if error.txn_requires_abort():
+        return KafkaErrorKind.ABORT
+    if error.retriable():
+        return KafkaErrorKind.RETRIABLE
+    # Non-retriable, non-fatal errors inside a transaction leave it in doubt: aborting is always safe.
+    return KafkaErrorKind.ABORT
+
+
 class PartitionEofTracker:
     """'Caught up' = end-of-partition seen on every assigned partition (needs enable.partition.eof)."""
 
@@ -134,8 +161,9 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
 
-def dlq_record(msg: Message, *, reason: str, error: BaseException, service: str) -> DlqRecord:
-    """The original record, whole, with why it could not be processed."""
+def dlq_record(msg: Message, *, reason: str, error: BaseException | str, service: str, attempts: int = 1,
+               file_ids: list[str] | None = None) -> DlqRecord:
+    """The original record, whole, with why it could not be processed (`error`: the exception or its kind)."""
     return DlqRecord(
         source_topic=msg.topic(),
         partition=msg.partition(),
@@ -144,6 +172,8 @@ def dlq_record(msg: Message, *, reason: str, error: BaseException, service: str)
         value_b64=_b64(msg.value()),
         headers=[DlqHeader(key=k, value_b64=_b64(v)) for k, v in (msg.headers() or [])],
         reason=reason,
-        error_class=type(error).__name__,
+        error_class=error if isinstance(error, str) else type(error).__name__,
         service=service,
+        attempts=attempts,
+        file_ids=file_ids or [],
     )

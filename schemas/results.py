@@ -91,7 +91,8 @@ class FileResult(Message):
     timings: Timings = Timings()
     error: Text | None = Field(None, description="Why the file failed or was skipped, for a person to act on")
     error_code: FailureReason | None = Field(None, description="Why the file failed, for machines")
-    attempt: int = Field(1, ge=1, le=INT32_MAX, description="Tries the file took, this one included")
+    attempt: int = Field(1, ge=1, le=INT32_MAX, description="The chunk's attempt: 1, and one more for each retry or "
+                         "replay of the file; a later attempt's result replaces a failed one")
     produced_at: datetime = Field(default_factory=utc_now)
 
     @model_validator(mode="after")

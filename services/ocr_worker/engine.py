@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
-from common.errors import OcrstreamError
+from common.errors import FileFailed
+from schemas.results import FailureReason
 
 if TYPE_CHECKING:
     import tesserocr
@@ -34,8 +35,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class OcrFailed(OcrstreamError):
+class OcrFailed(FileFailed):
     """The engine could not recognize a page (timed out, or Tesseract refused the image)."""
+
+    code = FailureReason.OCR_FAILED
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def _find_tessdata(languages: str) -> str:
             return folder
     raise OcrFailed(
         f"no tessdata folder with {wanted} among {[c for c in candidates if c]}: install the Debian package "
-        "tesseract-ocr-<lang> (tesseract-ocr-script-hang for Hangul) or set TESSDATA_PREFIX"
+        "tesseract-ocr-<lang> (tesseract-ocr-script-hang for Hangul) or set TESSDATA_PREFIX",
+        FailureReason.LANGUAGE_UNAVAILABLE,
     )
 
 
@@ -175,7 +179,8 @@ class TesseractEngine:
                 else None
             )
         except RuntimeError as exc:
-            raise OcrFailed(f"Tesseract could not load {wanted!r} from {self.tessdata}: {exc}") from exc
+            raise OcrFailed(f"Tesseract could not load {wanted!r} from {self.tessdata}: {exc}",
+                            FailureReason.LANGUAGE_UNAVAILABLE) from exc
 
     def recognize(self, image: Image.Image) -> RecognizedPage:
         if image.mode not in ("RGB", "L"):

@@ -1,6 +1,6 @@
 """Pure: what the engine and embedder produced → the FileResult contract."""
 from schemas.chunks import ChunkRequested, StoredFile
-from schemas.results import BoundingBox, FileResult, FileStatus, Page, Timings, Word
+from schemas.results import BoundingBox, FailureReason, FileResult, FileStatus, Page, Timings, Word
 from services.ocr_worker.engine import RecognizedPage
 
 
@@ -32,6 +32,7 @@ def file_result(
     embedding_model: str | None = None,
     timings: Timings | None = None,
     error: str | None = None,
+    error_code: FailureReason | None = None,
 ) -> FileResult:
     """An ok result when there is no error, a failed one with the reason otherwise."""
     return FileResult(
@@ -49,5 +50,6 @@ def file_result(
         embedding_model=None if error else embedding_model,
         timings=timings or Timings(),
         error=error,
+        error_code=(error_code or FailureReason.UNDECODABLE) if error else None,
         attempt=chunk.attempt,
     )
