@@ -3,20 +3,20 @@ failed with a reason or dead-lettered, and the group's offsets moved exactly pas
 import io
 import threading
 import uuid
+from contextlib import ExitStack
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from common.embedding import build_embedder
-from common.kafka import build_consumer, build_producer, produce_and_flush
+from common.kafka import build_producer, produce_and_flush
 from common.storage import build_s3_client, put_stream
 from demo.sample_batch import character_error_rate, render_sample_batch
 from schemas.batch_events import BatchOptions
 from schemas.chunks import ChunkRequested, StoredFile
-from schemas.results import FileResult, FileStatus
+from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, decode, encode
+from services.ocr_worker.__main__ import build_worker
 from services.ocr_worker.settings import WorkerSettings
-from services.ocr_worker.worker import ChunkOcr, OcrWorker
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -47,25 +47,24 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
     produce_and_flush(build_producer(settings, client_id="seed"), records, timeout=10)
 
     stop = threading.Event()
-    ocr = ChunkOcr(settings, s3, build_embedder(settings.embedder))
-    consumer = build_consumer(settings, group_id=settings.worker_group, client_id="test-worker")
-    producer = build_producer(settings, client_id="test-worker", transactional_id=f"t-{settings.worker_id}")
-    thread = threading.Thread(target=OcrWorker(settings, consumer, producer, ocr).run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        results: list[FileResult] = [decode(Topic.OCR_RESULTS, m.value()) for m in
-                                     read_topic(settings, settings.topic_ocr_results, expected=6, deadline_s=180)]
-    finally:
-        stop.set()
-        thread.join(60)
-        consumer.close()
-        ocr.close()
+    with ExitStack() as stack:
+        thread = threading.Thread(target=build_worker(settings, stack).run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            results: list[FileResult] = [decode(Topic.OCR_RESULTS, m.value()) for m in
+                                         read_topic(settings, settings.topic_ocr_results, expected=6, deadline_s=180)]
+        finally:
+            stop.set()
+            thread.join(60)
 
     assert sorted(r.file_id for r in results) == sorted(f.file_id for f in files + [garbage, gone, klingon])
     by_name = {r.original_name: r for r in results}
     assert by_name["broken.png"].status is FileStatus.FAILED and by_name["broken.png"].error
+    assert by_name["broken.png"].error_code is FailureReason.UNDECODABLE
     assert by_name["deleted.png"].status is FileStatus.FAILED and "no longer exists" in by_name["deleted.png"].error
+    assert by_name["deleted.png"].error_code is FailureReason.OBJECT_MISSING
     assert by_name["klingon.png"].status is FileStatus.FAILED and "tlh" in by_name["klingon.png"].error
+    assert by_name["klingon.png"].error_code is FailureReason.LANGUAGE_UNAVAILABLE
     for sample in samples:
         r = by_name[sample.path.name]
         assert r.status is FileStatus.OK and len(r.pages) == len(sample.pages)
