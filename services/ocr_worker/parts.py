@@ -5,7 +5,7 @@ a result too large for one Kafka record becomes several parts. The persister joi
 """
 from schemas.base import PageRange
 from schemas.chunks import ChunkRequested, StoredFile
-from schemas.results import FailureReason, FileResult, FileStatus
+from schemas.results import FailureReason, FileResult, FileStatus, Page
 from schemas.topics import encode
 
 
@@ -23,30 +23,22 @@ def page_range_work_items(chunk: ChunkRequested, stored: StoredFile, total_pages
 
 
 def split_result(result: FileResult, max_bytes: int) -> list[FileResult]:
-    """The result as it is when it fits in max_bytes; otherwise parts of consecutive pages that each fit.
-    A single page too large for a record becomes a failed part (result_too_large)."""
+    """The result as it is when its record fits in max_bytes; otherwise halves (then quarters...) by pages until
+    each part fits. A single page too large for a record becomes a failed part (result_too_large)."""
     if len(encode(result)) <= max_bytes:
         return [result]
-    whole = result.part or PageRange(first_page=1, last_page=len(result.pages), total_pages=len(result.pages))
-    overhead = len(encode(result.model_copy(update={"pages": [], "part": whole}))) + 64
-    parts, group, size = [], [], overhead
-    for page in result.pages:
-        page_size = len(page.model_dump_json()) + 1
-        if group and size + page_size > max_bytes:
-            parts.append(group)
-            group, size = [], overhead
-        group.append(page)
-        size += page_size
-    parts.append(group)
-    return [_part(result, group, whole.total_pages, fits=overhead + sum(len(p.model_dump_json()) + 1 for p in group)
-                  <= max_bytes, max_bytes=max_bytes) for group in parts]
+    total_pages = result.part.total_pages if result.part else len(result.pages)
+    if len(result.pages) <= 1:
+        page = result.pages[0].page_number if result.pages else 1
+        return [result.model_copy(update={
+            "pages": [], "part": PageRange(first_page=page, last_page=page, total_pages=total_pages),
+            "status": FileStatus.FAILED, "error_code": FailureReason.RESULT_TOO_LARGE, "embedding_model": None,
+            "error": f"page {page}'s result is larger than the largest record ({max_bytes:,} bytes)"})]
+    half = len(result.pages) // 2
+    return [part for pages in (result.pages[:half], result.pages[half:])
+            for part in split_result(_part(result, pages, total_pages), max_bytes)]
 
 
-def _part(result: FileResult, pages: list, total_pages: int, *, fits: bool, max_bytes: int) -> FileResult:
+def _part(result: FileResult, pages: list[Page], total_pages: int) -> FileResult:
     part = PageRange(first_page=pages[0].page_number, last_page=pages[-1].page_number, total_pages=total_pages)
-    if fits:
-        return result.model_copy(update={"pages": pages, "part": part})
-    return result.model_copy(update={
-        "pages": [], "part": part, "status": FileStatus.FAILED, "error_code": FailureReason.RESULT_TOO_LARGE,
-        "embedding_model": None,
-        "error": f"page {part.first_page}'s result is larger than the largest record ({max_bytes:,} bytes)"})
+    return result.model_copy(update={"pages": pages, "part": part})

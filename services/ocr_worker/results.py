@@ -46,6 +46,7 @@ def file_result(
         size=stored.size,
         content_type=stored.content_type,
         pages=[] if error else list(pages),
+        part=stored.pages,  # a page-range work item's result is that part of the file
         engine=engine,
         embedding_model=None if error else embedding_model,
         timings=timings or Timings(),
