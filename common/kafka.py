@@ -1,10 +1,12 @@
 """Kafka client builders, topic bootstrap, delivery checks, EOF tracking and DLQ records."""
 import base64
 import logging
+import time
+import uuid
 from collections.abc import Iterable
 from enum import Enum
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.errors import DeliveryFailed
@@ -155,6 +157,37 @@ class PartitionEofTracker:
     @property
     def caught_up(self) -> bool:
         return bool(self._assigned) and self._assigned <= self._at_eof
+
+
+def read_topic(settings: Settings, topic: str, *, expected: int = 0, isolation: str = "read_committed",
+               deadline_s: float = 30.0) -> list[Message]:
+    """Every record of every partition, read until EOF on all of them and at least `expected` records
+    (TimeoutError after deadline_s). For tools and tests: a consumer group of its own, nothing committed."""
+    consumer = build_consumer(settings, group_id=f"reader-{uuid.uuid4().hex}", client_id="topic-reader",
+                              **{"enable.partition.eof": True, "isolation.level": isolation})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assignment = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        consumer.assign(assignment)
+        eof = PartitionEofTracker()
+        eof.assigned(assignment)
+        records: list[Message] = []
+        deadline = time.monotonic() + deadline_s
+        while not (eof.caught_up and len(records) >= expected):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {len(records)}/{expected} records, caught up: {eof.caught_up}")
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    eof.reached_eof(msg.topic(), msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            records.append(msg)
+        return records
+    finally:
+        consumer.close()
 
 
 def _b64(data: bytes | None) -> str | None:

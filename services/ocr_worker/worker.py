@@ -9,6 +9,7 @@ alone after its tries; a chunk whose transform keeps raising goes to the DLQ; a 
 """
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ class ChunkAbandoned(Exception):
 
 class ChunkRetry(Exception):
     """The transform raised unexpectedly; the chunk is read again (bounded by chunk_attempts)."""
+
+
+class TransactionCallHung(Exception):
+    """A transactional call outlived its own timeout (librdkafka issues 5456 and 5511: a stale group coordinator
+    after a broker restart keeps send_offsets_to_transaction waiting forever). That producer is given up."""
 
 
 class RecordsRefused(Exception):
@@ -262,7 +268,7 @@ class OcrWorker:
                     self._producer = self._start_producer()
                 self._transact(msg, records)
                 return
-            except KafkaException as exc:
+            except (KafkaException, TransactionCallHung) as exc:
                 in_doubt = True
                 if self._recover_producer(exc, msg) is KafkaErrorKind.REFUSED:
                     raise RecordsRefused(str(exc)) from exc
@@ -276,25 +282,46 @@ class OcrWorker:
         for topic, key, value in records:
             self._producer.produce(topic, value=value, key=key)
         next_offset = [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)]
-        self._producer.send_offsets_to_transaction(next_offset, self._consumer.consumer_group_metadata(), timeout)
-        self._producer.commit_transaction(timeout)
+        self._bounded(self._producer.send_offsets_to_transaction, next_offset,
+                      self._consumer.consumer_group_metadata(), timeout)
+        self._bounded(self._producer.commit_transaction, timeout)
         TRANSACTION_SECONDS.labels("ocr_chunk").observe(time.perf_counter() - started)
         TRANSACTIONS.labels("ocr_chunk", "committed").inc()
         log.info("chunk committed", extra={"records": len(records), **_position(msg)})
 
-    def _recover_producer(self, exc: KafkaException, msg: Message) -> KafkaErrorKind:
-        """Abort the open transaction; a producer that is fenced, fatal or cannot abort is replaced in-process
-        (the new one's init_transactions aborts whatever the old one left open). Returns the error's kind."""
-        kind = classify_kafka_error(exc)
+    def _bounded(self, call: Callable, *args):
+        """The call's result, or TransactionCallHung if it is still running well past its own timeout."""
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = call(*args)
+            except BaseException as exc:  # handed to the waiting thread as it is
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, name="transaction-call", daemon=True)
+        thread.start()
+        thread.join(self._settings.transaction_call_timeout_s + 5)
+        if thread.is_alive():
+            raise TransactionCallHung(f"{getattr(call, '__name__', call)} still waiting after "
+                                      f"{self._settings.transaction_call_timeout_s + 5:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    def _recover_producer(self, exc: KafkaException | TransactionCallHung, msg: Message) -> KafkaErrorKind:
+        """Abort the open transaction; a producer that is fenced, fatal, hung or cannot abort is replaced
+        in-process (the new one's init_transactions aborts whatever the old one left open). Returns the kind."""
+        kind = KafkaErrorKind.FATAL if isinstance(exc, TransactionCallHung) else classify_kafka_error(exc)
         TRANSACTIONS.labels("ocr_chunk", "aborted").inc()
         log.warning("transaction failed", extra={"kind": kind.value, "error": str(exc), **_position(msg)})
         if self._producer is None:  # not built yet: the broker is still away
             return kind
         if kind is not KafkaErrorKind.FATAL:
             try:
-                self._producer.abort_transaction(self._settings.transaction_call_timeout_s)
+                self._bounded(self._producer.abort_transaction, self._settings.transaction_call_timeout_s)
                 return kind
-            except KafkaException as abort_exc:
+            except (KafkaException, TransactionCallHung) as abort_exc:
                 log.warning("abort failed, rebuilding the producer", extra={"error": str(abort_exc)})
         self._producer = None  # the next try builds a new one
         PRODUCERS_REBUILT.inc()
@@ -302,7 +329,7 @@ class OcrWorker:
 
     def _start_producer(self) -> Producer:
         producer = self._new_producer()
-        producer.init_transactions(self._settings.transaction_call_timeout_s)  # fences any older instance
+        self._bounded(producer.init_transactions, self._settings.transaction_call_timeout_s)  # fences older ones
         return producer
 
     def _committed_past(self, msg: Message) -> bool:

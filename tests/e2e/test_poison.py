@@ -4,7 +4,9 @@ the worker process is the same one throughout; Postgres and the status counts ag
 
 The OCR engine is tests/poison_engine.py (the fast engine, except for pages marked by their top-left pixel).
 """
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,8 @@ from common.settings import Settings
 from demo.processes import isolated_env, running_services
 from ocrstream import OcrstreamClient
 from schemas.results import FailureReason
+from services.dlq.__main__ import main as dlq_main
+from services.dlq.replay import list_dead_letters
 from schemas.topics import Topic, decode
 from tests import poison_engine
 from tests.helpers import file_row_counts, read_topic
@@ -35,6 +39,7 @@ def pipeline(stack_endpoints, tmp_path_factory):
         "OCRSTREAM_OCR_ATTEMPTS": str(OCR_ATTEMPTS),
         "OCRSTREAM_OCR_FILE_TIMEOUT_S": "4",
         "OCRSTREAM_OCR_MEMORY_LIMIT_MB": "1024",
+        "OCRSTREAM_TEST_FIXED_FLAG": str(tmp_path_factory.mktemp("flag") / "fixed"),
     }
     with running_services(env, tmp_path_factory.mktemp("logs"), workers=1) as services, \
             OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
@@ -80,3 +85,29 @@ def test_a_poisoned_file_fails_alone_after_its_tries(pipeline, tmp_path, monkeyp
     assert poison_result.error_code is code, poison_result.error
     dead = [decode(Topic.OCR_DLQ, m.value()) for m in read_topic(settings, settings.topic_ocr_dlq)]
     assert [d.file_ids for d in dead if poison_result.file_id in d.file_ids] == [[poison_result.file_id]]
+
+
+def test_a_dead_lettered_file_replayed_after_the_fix_is_persisted_exactly_once(pipeline, tmp_path, monkeypatch):
+    env, services, client = pipeline
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    batch = client.submit(_images(tmp_path / "b", [None, poison_engine.RAISE_UNLESS_FLAG]), name="replay")
+    assert client.wait(batch["batch_id"], timeout=120)["failed"] == 1
+    [letter] = [d for d in list_dead_letters(settings) if d.record.file_ids
+                and decode(Topic.OCR_CHUNKS, d.original_value()).batch_id == batch["batch_id"]]
+
+    Path(env["OCRSTREAM_TEST_FIXED_FLAG"]).touch()  # the cause is fixed
+    assert dlq_main(["replay", letter.position]) == 0
+    assert dlq_main(["replay", letter.position]) == 0  # a second replay changes nothing more
+
+    def persisted():
+        return file_row_counts(settings, batch["batch_id"])
+
+    deadline = time.monotonic() + 120
+    while (status := client.batch(batch["batch_id"]))["succeeded"] != 2:
+        assert time.monotonic() < deadline, (status, persisted())
+        time.sleep(0.2)  # poll interval of the deadline loop
+    assert (status["status"], status["failed"]) == ("completed", 0)
+    rows = persisted()
+    assert rows["by_status"] == {"ok": 2} and set(rows["by_id"].values()) == {1}, "exactly one row per file"
