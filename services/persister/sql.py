@@ -25,9 +25,10 @@ _TIMINGS = ("fetch_ms", "decode_ms", "ocr_ms", "embed_ms")
 
 
 # --- pure rules --------------------------------------------------------------------------------------------
-def replaces(stored: Mapping, new: FileResult) -> bool:
-    """A result replaces a stored one (files row or part) iff that one failed and the new one is ok or a later try."""
-    return stored["status"] == FileStatus.FAILED and (new.status is FileStatus.OK or new.attempt > stored["attempt"])
+def replaces(stored: Mapping, new: Mapping) -> bool:
+    """A result replaces a stored one (files row or part) iff that one failed and the new one is ok or a later
+    try; so a replay of what is stored changes nothing. Both carry `status` and `attempt`."""
+    return stored["status"] == FileStatus.FAILED and (new["status"] == FileStatus.OK or new["attempt"] > stored["attempt"])
 
 
 def covers_all_pages(ranges: Iterable[tuple[int, int]], total_pages: int) -> bool:
@@ -123,7 +124,7 @@ def write_file_result(conn: Connection, r: FileResult) -> bool:
         return _write_part(conn, r)
     stored = _locked(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
     if stored is not None:
-        if not replaces(stored, r):
+        if not replaces(stored, _file_row(r)):
             return False
         _delete_file(conn, r.file_id)
     _insert_pages(conn, r)
@@ -132,17 +133,15 @@ def write_file_result(conn: Connection, r: FileResult) -> bool:
 
 
 def _write_part(conn: Connection, r: FileResult) -> bool:
+    """Store the part (replacing a failed one); once the parts cover every page, their file replaces the files row
+    under the same rule. Until then the files row, if any, stays as it is."""
     stored_part = _locked(conn, "SELECT status, attempt, last_page FROM file_parts"
                                 " WHERE file_id = %s AND first_page = %s FOR UPDATE", (r.file_id, r.part.first_page))
-    if stored_part is not None and not replaces(stored_part, r):
+    if stored_part is not None and not replaces(stored_part, _file_row(r)):
         return False  # a repeated part
     stored_file = _locked(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
-    if stored_file is not None:
-        if not replaces(stored_file, r):
-            return False
-        # Assembled from parts: only the files row goes (written again below). A whole-file result: all of it.
-        has_parts = conn.execute("SELECT EXISTS (SELECT 1 FROM file_parts WHERE file_id = %s)", (r.file_id,)).fetchone()[0]
-        _delete_file(conn, r.file_id, rows_only=has_parts)
+    if stored_file is not None and stored_file["status"] != FileStatus.FAILED:
+        return False  # an ok or skipped file is final
     if stored_part is not None:
         for table in ("pages", "words"):
             conn.execute(f"DELETE FROM {table} WHERE file_id = %s AND page_number BETWEEN %s AND %s",
@@ -161,7 +160,9 @@ def _write_part(conn: Connection, r: FileResult) -> bool:
     )
     with conn.cursor(row_factory=dict_row) as cur:
         parts = cur.execute("SELECT * FROM file_parts WHERE file_id = %s", (r.file_id,)).fetchall()
-    if (file := assembled_file(parts)) is not None:
+    file = assembled_file(parts)
+    if file is not None and (stored_file is None or replaces(stored_file, file)):
+        conn.execute("DELETE FROM files WHERE file_id = %s", (r.file_id,))  # the pages are the parts'
         _insert_file(conn, file)
     return True
 
@@ -171,9 +172,9 @@ def _locked(conn: Connection, query: str, params: tuple) -> dict | None:
         return cur.execute(query, params).fetchone()
 
 
-def _delete_file(conn: Connection, file_id: str, *, rows_only: bool = False) -> None:
-    """The files row, and unless rows_only its pages, words and parts too (a replaced result leaves nothing)."""
-    for table in ("files",) if rows_only else ("words", "pages", "file_parts", "files"):
+def _delete_file(conn: Connection, file_id: str) -> None:
+    """The files row with its pages, words and parts: a replaced result leaves nothing behind."""
+    for table in ("words", "pages", "file_parts", "files"):
         conn.execute(f"DELETE FROM {table} WHERE file_id = %s", (file_id,))
 
 

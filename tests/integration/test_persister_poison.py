@@ -219,6 +219,32 @@ def test_a_failed_part_fails_its_file_with_that_parts_reason(settings):
                                 (file_id,)).fetchone() == ("failed", "ocr_timeout", "pages 3-4 timed out", 2, 3)
 
 
+def test_a_replayed_part_replaces_its_refused_one_and_the_file_becomes_ok(settings):
+    settings = persister_settings()
+    batch = new_batch_id()
+    file_id = f"{batch}-pdf"
+    fixed = part_of(batch, file_id, 3, 4, 4)
+    refused = fixed.replace(b'"width":10', b'"width":1099511627776', 1)
+    produce_in_order(settings, [
+        (settings.topic_batch_events, batch, created(batch, 1)),
+        (settings.topic_ocr_results, batch, part_of(batch, file_id, 1, 2, 4)),
+        (settings.topic_ocr_results, batch, refused),
+    ])
+    with running_persister(settings) as running:
+        wait_for("SELECT status, error_code, page_count FROM files WHERE file_id = %s", (file_id,),
+                 ("failed", "result_refused", 2), running.pool)
+        produce_in_order(settings, [(settings.topic_ocr_results, batch, fixed)] * 2)  # the replay, twice
+        wait_consumed(settings, running, 5)
+        with running.pool.connection() as conn:
+            assert conn.execute("SELECT status, error_code, page_count FROM files WHERE file_id = %s",
+                                (file_id,)).fetchone() == ("ok", None, 4)
+            assert conn.execute("SELECT status, succeeded, failed FROM batches WHERE batch_id = %s",
+                                (batch,)).fetchone() == ("completed", 1, 0)
+            assert conn.execute("SELECT status FROM file_attempts WHERE file_id = %s ORDER BY id",
+                                (file_id,)).fetchall() == [("failed",), ("ok",)]
+            assert conn.execute("SELECT count(*) FROM pages WHERE file_id = %s", (file_id,)).fetchone() == (4,)
+
+
 def test_a_later_or_ok_result_replaces_a_failed_file_once(settings):
     settings = persister_settings()
     batch = new_batch_id()

@@ -5,17 +5,12 @@ import json
 import pytest
 
 from schemas.dlq import DlqRecord
-from schemas.results import FailureReason, FileResult, FileStatus
+from schemas.results import FailureReason, FileStatus
 from schemas.topics import Topic, decode, encode
 from services.persister.persister import fit_dlq_record, salvaged_result
 from services.persister.sql import assembled_file, covers_all_pages, replaces
 
 pytestmark = pytest.mark.unit
-
-
-def result(status: FileStatus, attempt: int) -> FileResult:
-    return FileResult(batch_id="b", chunk_id="c", file_id="f", tenant="t", status=status, original_name="n",
-                      sha256="s", size=1, content_type="application/pdf", engine="fast", attempt=attempt)
 
 
 @pytest.mark.parametrize(("stored", "new", "expected"), [
@@ -28,7 +23,7 @@ def result(status: FileStatus, attempt: int) -> FileResult:
     (("skipped", 1), (FileStatus.OK, 2), False),
 ])
 def test_a_result_replaces_only_a_failed_one_and_only_with_ok_or_a_later_try(stored, new, expected):
-    assert replaces({"status": stored[0], "attempt": stored[1]}, result(*new)) is expected
+    assert replaces({"status": stored[0], "attempt": stored[1]}, {"status": new[0], "attempt": new[1]}) is expected
 
 
 @pytest.mark.parametrize(("ranges", "total", "expected"), [
