@@ -178,15 +178,17 @@ class Persister:
             log.warning("dead letters or progress not published yet, will retry", extra={"error": str(exc)})
 
     def _publish_dead_letters(self) -> None:
-        with self._pool.connection() as conn:
-            rows = sql.unpublished_dead_letters(conn)
-            if not rows:
-                return
-            limit = self._settings.dlq_record_max_bytes
-            produce_and_flush(self._producer, [(self._settings.topic_ocr_dlq, key, fit_dlq_record(record, limit))
-                                               for _id, key, record in rows], timeout=30)
-            sql.mark_dead_letters_published(conn, [row_id for row_id, _key, _record in rows])
-        log.info("dead letters published", extra={"count": len(rows)})
+        """Oldest first, in rounds until none is left; each round marked published after its flush."""
+        limit = self._settings.dlq_record_max_bytes
+        while True:
+            with self._pool.connection() as conn:
+                rows = sql.unpublished_dead_letters(conn)
+                if not rows:
+                    return
+                produce_and_flush(self._producer, [(self._settings.topic_ocr_dlq, key, fit_dlq_record(record, limit))
+                                                   for _id, key, record in rows], timeout=30)
+                sql.mark_dead_letters_published(conn, [row_id for row_id, _key, _record in rows])
+            log.info("dead letters published", extra={"count": len(rows)})
 
     def _publish_unpublished_snapshots(self) -> None:
         """Versions make repeats harmless."""
