@@ -10,6 +10,7 @@ import psycopg
 from confluent_kafka import Message
 from psycopg import Connection
 from psycopg.rows import dict_row
+from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from schemas.batch_events import BatchCancelled, BatchCreated
@@ -117,18 +118,16 @@ def mark_batch_cancelled(conn: Connection, event: BatchCancelled) -> None:
 # --- file results ------------------------------------------------------------------------------------------
 def write_file_result(conn: Connection, r: FileResult) -> bool:
     """Store one file's result (or one part of it) under the replace rule; True if anything changed."""
-    # A result may arrive before its BatchCreated (different topics): hold a placeholder row.
-    conn.execute("INSERT INTO batches (batch_id, tenant) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                 (r.batch_id, r.tenant))
     if r.part is not None:
         return _write_part(conn, r)
-    stored = _locked(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
-    if stored is not None:
-        if not replaces(stored, _file_row(r)):
+    row = _file_row(r)
+    if not _insert_file(conn, row):  # a files row exists: a retry, a replay or a duplicate
+        stored = _locked(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
+        if not replaces(stored, row):
             return False
         _delete_file(conn, r.file_id)
+        _insert_file(conn, row)
     _insert_pages(conn, r)
-    _insert_file(conn, _file_row(r))
     return True
 
 
@@ -174,32 +173,48 @@ def _locked(conn: Connection, query: str, params: tuple) -> dict | None:
 
 def _delete_file(conn: Connection, file_id: str) -> None:
     """The files row with its pages, words and parts: a replaced result leaves nothing behind."""
-    for table in ("words", "pages", "file_parts", "files"):
-        conn.execute(f"DELETE FROM {table} WHERE file_id = %s", (file_id,))
+    conn.execute("""WITH words AS (DELETE FROM words WHERE file_id = %(id)s),
+                         pages AS (DELETE FROM pages WHERE file_id = %(id)s),
+                         parts AS (DELETE FROM file_parts WHERE file_id = %(id)s)
+                    DELETE FROM files WHERE file_id = %(id)s""", {"id": file_id})
 
 
-def _insert_file(conn: Connection, row: dict) -> None:
-    """The files row (what counts) and its line in the history of attempts."""
-    conn.execute(
-        """INSERT INTO files (file_id, batch_id, chunk_id, tenant, original_name, sha256, size_bytes, content_type,
-             status, error, error_code, engine, embedding_model, page_count, timings, attempt)
-           VALUES (%(file_id)s, %(batch_id)s, %(chunk_id)s, %(tenant)s, %(original_name)s, %(sha256)s,
-             %(size_bytes)s, %(content_type)s, %(status)s, %(error)s, %(error_code)s, %(engine)s,
-             %(embedding_model)s, %(page_count)s, %(timings)s, %(attempt)s)""",
+def _insert_file(conn: Connection, row: dict) -> bool:
+    """The files row (what counts) and its line in the history of attempts, unless the file has a row already.
+    A result may arrive before its BatchCreated (different topics): a placeholder batches row holds its place."""
+    inserted = conn.execute(
+        """WITH batch AS (INSERT INTO batches (batch_id, tenant) VALUES (%(batch_id)s, %(tenant)s) ON CONFLICT DO NOTHING),
+                file AS (
+                  INSERT INTO files (file_id, batch_id, chunk_id, tenant, original_name, sha256, size_bytes,
+                    content_type, status, error, error_code, engine, embedding_model, page_count, timings, attempt)
+                  VALUES (%(file_id)s, %(batch_id)s, %(chunk_id)s, %(tenant)s, %(original_name)s, %(sha256)s,
+                    %(size_bytes)s, %(content_type)s, %(status)s, %(error)s, %(error_code)s, %(engine)s,
+                    %(embedding_model)s, %(page_count)s, %(timings)s, %(attempt)s)
+                  ON CONFLICT (file_id) DO NOTHING RETURNING file_id, attempt, status, error_code, error)
+           INSERT INTO file_attempts (file_id, attempt, status, error_code, error) SELECT * FROM file RETURNING 1""",
         row | {"timings": Jsonb(row["timings"])},
-    )
-    conn.execute("INSERT INTO file_attempts (file_id, attempt, status, error_code, error)"
-                 " VALUES (%(file_id)s, %(attempt)s, %(status)s, %(error_code)s, %(error)s)", row)
+    ).fetchone()
+    return inserted is not None
+
+
+_INSERT_PAGES = SQL("INSERT INTO pages (file_id, page_number, batch_id, tenant, width, height, text, mean_confidence,"
+                    " embedding) VALUES {}")
+_PAGE_VALUES = SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
 def _insert_pages(conn: Connection, r: FileResult) -> None:
+    if not r.pages:
+        return
+    rows = [(r.file_id, p.page_number, r.batch_id, r.tenant, p.width, p.height, p.text, p.mean_confidence,
+             None if p.embedding is None else np.asarray(p.embedding, dtype=np.float32)) for p in r.pages]
     with conn.cursor() as cur:
-        cur.executemany(
-            """INSERT INTO pages (file_id, page_number, batch_id, tenant, width, height, text, mean_confidence, embedding)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-            [(r.file_id, p.page_number, r.batch_id, r.tenant, p.width, p.height, p.text, p.mean_confidence,
-              None if p.embedding is None else np.asarray(p.embedding, dtype=np.float32)) for p in r.pages],
-        )
+        # One multi-row INSERT per 1,000 pages: one round trip for the usual one-page file (executemany takes several).
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start:start + 1000]
+            cur.execute(_INSERT_PAGES.format(SQL(", ").join([_PAGE_VALUES] * len(chunk))),
+                        [value for row in chunk for value in row])
+        if not any(p.words for p in r.pages):
+            return
         with cur.copy("COPY words (file_id, page_number, word_index, text, confidence, x, y, width, height)"
                       " FROM STDIN") as copy:
             for p in r.pages:
