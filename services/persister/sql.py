@@ -29,7 +29,8 @@ _TIMINGS = ("fetch_ms", "decode_ms", "ocr_ms", "embed_ms")
 def replaces(stored: Mapping, new: Mapping) -> bool:
     """A result replaces a stored one (files row or part) iff that one failed and the new one is ok or a later
     try; so a replay of what is stored changes nothing. Both carry `status` and `attempt`."""
-    return stored["status"] == FileStatus.FAILED and (new["status"] == FileStatus.OK or new["attempt"] > stored["attempt"])
+    later_or_ok = new["status"] == FileStatus.OK or new["attempt"] > stored["attempt"]
+    return stored["status"] == FileStatus.FAILED and later_or_ok
 
 
 def covers_all_pages(ranges: Iterable[tuple[int, int]], total_pages: int) -> bool:
@@ -122,7 +123,7 @@ def write_file_result(conn: Connection, r: FileResult) -> bool:
         return _write_part(conn, r)
     row = _file_row(r)
     if not _insert_file(conn, row):  # a files row exists: a retry, a replay or a duplicate
-        stored = _locked(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
+        stored = _locked_row(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
         if not replaces(stored, row):
             return False
         _delete_file(conn, r.file_id)
@@ -134,11 +135,11 @@ def write_file_result(conn: Connection, r: FileResult) -> bool:
 def _write_part(conn: Connection, r: FileResult) -> bool:
     """Store the part (replacing a failed one); once the parts cover every page, their file replaces the files row
     under the same rule. Until then the files row, if any, stays as it is."""
-    stored_part = _locked(conn, "SELECT status, attempt, last_page FROM file_parts"
+    stored_part = _locked_row(conn, "SELECT status, attempt, last_page FROM file_parts"
                                 " WHERE file_id = %s AND first_page = %s FOR UPDATE", (r.file_id, r.part.first_page))
     if stored_part is not None and not replaces(stored_part, _file_row(r)):
         return False  # a repeated part
-    stored_file = _locked(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
+    stored_file = _locked_row(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
     if stored_file is not None and stored_file["status"] != FileStatus.FAILED:
         return False  # an ok or skipped file is final
     if stored_part is not None:
@@ -166,7 +167,7 @@ def _write_part(conn: Connection, r: FileResult) -> bool:
     return True
 
 
-def _locked(conn: Connection, query: str, params: tuple) -> dict | None:
+def _locked_row(conn: Connection, query: str, params: tuple) -> dict | None:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchone()
 
