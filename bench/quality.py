@@ -295,3 +295,95 @@ def score_set(categories: dict[str, list[LabelledPage]], recognize: Recognizer) 
             score.add(page, text, boxes, time.perf_counter() - started)
         figures[name] = score.figures()
     return figures
+
+
+# ---- the floors of issue 17 ------------------------------------------------------------------------------------
+
+UPRIGHT_OF = {"rotated_90": "clean", "rotated_180": "clean", "rotated_270": "clean"}
+
+
+def floor_checks(figures: dict[str, dict[str, float]]) -> list[tuple[str, float, str, bool]]:
+    """(what, figure, limit, met) for each floor of issue 17."""
+    checks = [
+        ("clean: CER with whitespace %", figures["clean"]["cer_ws_pct"], "<= 2.5",
+         figures["clean"]["cer_ws_pct"] <= 2.5),
+        ("clean: CER without whitespace %", figures["clean"]["cer_nows_pct"], "<= 1.5",
+         figures["clean"]["cer_nows_pct"] <= 1.5),
+    ]
+    for turned, upright in UPRIGHT_OF.items():
+        for key in ("cer_nows_pct", "cer_ws_pct"):
+            gap = figures[turned][key] - figures[upright][key]
+            checks.append((f"{turned}: {key} minus {upright}'s (points)", round(gap, 2), "<= 1.0", gap <= 1.0))
+    for skewed in ("skew_+5", "skew_-5"):
+        value = figures[skewed]["cer_nows_pct"]
+        checks.append((f"{skewed}: CER without whitespace %", value, "<= 3", value <= 3.0))
+    for name, row in figures.items():
+        checks.append((f"{name}: median word-box IoU", row["box_iou_median"], ">= 0.7", row["box_iou_median"] >= 0.7))
+    return checks
+
+
+# ---- report --------------------------------------------------------------------------------------------------
+
+def tesseract_recognizer() -> Recognizer:
+    """The engine the worker runs for kor+eng batches, as a Recognizer."""
+    from services.ocr_worker.engine import build_engine
+
+    engine = build_engine("tesseract", "kor+eng")
+
+    def recognize(image: Image.Image) -> tuple[str, list[tuple[int, int, int, int]]]:
+        page = engine.recognize(image)
+        return page.text, [word.bbox for word in page.words]
+
+    return recognize
+
+
+def figures_table(figures: dict[str, dict[str, float]]) -> list[str]:
+    lines = ["| category | pages | CER without whitespace % | CER with whitespace % | word-box IoU (median) "
+             "| OCR s/page |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {row['pages']} | {row['cer_nows_pct']} | {row['cer_ws_pct']} | {row['box_iou_median']} "
+              f"| {row['ocr_s_per_page']} |" for name, row in figures.items()]
+    return lines
+
+
+def merge_results(section: str, data: dict, markdown: list[str]) -> None:
+    """bench/results.json[section] = data; the `section` part of bench/RESULTS.md replaced, the rest kept."""
+    json_path, md_path = BENCH_DIR / "results.json", BENCH_DIR / "RESULTS.md"
+    results = json.loads(json_path.read_text("utf-8")) if json_path.exists() else {}
+    results[section] = data
+    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    block = "\n".join([begin, *markdown, end])
+    text = md_path.read_text("utf-8") if md_path.exists() else "# Benchmark results\n"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    md_path.write_text(text, "utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=16, help="pages per category")
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    categories = render_quality_set(args.pages, args.seed)
+    figures = score_set(categories, tesseract_recognizer())
+    table = figures_table(figures)
+    checks = floor_checks(figures)
+    print("\n".join(table))
+    print()
+    for what, value, limit, met in checks:
+        print(f"{'ok  ' if met else 'MISS'} {what:55} {value:>8} (limit {limit})")
+    if not args.no_write:
+        merge_results("quality", figures, [
+            "## OCR quality (bench/quality.py)", "",
+            f"`python -m bench.quality --pages {args.pages} --seed {args.seed}`: {args.pages} rendered pages per "
+            "category, Korean, English and mixed lines in four Nanum fonts; CER summed over each category's pages.",
+            "", *table, "", "| floor (issue 17) | figure | limit | met |", "|---|---|---|---|",
+            *[f"| {what} | {value} | {limit} | {'yes' if met else 'NO'} |" for what, value, limit, met in checks],
+        ])
+
+
+if __name__ == "__main__":
+    main()
