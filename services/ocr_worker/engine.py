@@ -9,6 +9,7 @@ import os
 import random
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -117,7 +118,9 @@ def _korean_spacer() -> Callable[[str], str]:
     and spaces it again. Loaded once per engine (about 2 s); one thread."""
     from kiwipiepy import Kiwi
 
-    kiwi = Kiwi(num_workers=0)
+    with warnings.catch_warnings():  # 0 means one thread since kiwipiepy 0.21, as wanted; it warns of the change
+        warnings.simplefilter("ignore", DeprecationWarning)
+        kiwi = Kiwi(num_workers=0)
     kiwi.space("모델을 미리 불러 둡니다")  # the first call loads the rest of the model
     return lambda text: kiwi.space(text, reset_whitespace=True)
 
@@ -200,14 +203,20 @@ class TesseractEngine:
     Defaults, measured on demo.sample_batch (Korean, English and mixed lines; see the integration test):
     - languages "Hangul" (Debian's tesseract-ocr-script-hang; reads Hangul and Latin) instead of "kor+eng":
       with two models Tesseract switches to English mid-line and turns Korean words into Latin junk.
-    - recheck_language "eng": a word with no Hangul and a confidence under 90 (often an English term in a
+    - recheck_language "eng": a word with no Hangul and a confidence under 0.9 (often an English term in a
       Korean sentence, which the Hangul model misreads) is read again alone with this model, and replaced
       when that reading is clearly more confident. None turns this off. (So this engine holds two
       Tesseract APIs, each loaded once.)
     - page_segmentation 4 (one column of text of variable sizes). Tesseract's default, 3 (automatic layout),
       drops or garbles whole Korean lines even on clean renders (tesseract issue 3423); 6 (one uniform block)
       loses titles set in a larger size. Multi-column pages come out line by line across the columns.
-    Korean word spacing is unreliable (words often split into syllables): compare text without whitespace.
+    Each page is deskewed (estimate_skew, up to +-10 degrees) before it is read; when the reading's mean
+    confidence is under 0.75, Tesseract's orientation detection (Debian's tesseract-ocr-osd) is asked whether
+    the page is turned, and the more confident of the two readings is kept. Word boxes are mapped back onto the
+    image as given. Hangul spacing comes from Kiwi (see respace_line): Tesseract splits Korean words into
+    syllables and runs others together. Measured on bench.quality (16 clean pages): CER with whitespace 7.1 %
+    with the former syllable-gap rule, 1.8 % with Kiwi; the kor model's spacing gave 1.6-1.8 % but needs a
+    second full Tesseract pass (about twice the OCR time). Confidences are 0..1.
 
     A Tesseract API is not thread-safe: calls are serialized by a lock.
     """
