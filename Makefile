@@ -3,12 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Tesseract with Korean + English (and the headers tesserocr builds against), fonts for the sample batch.
-APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang libtesseract-dev \
+# Tesseract with Korean + English and orientation detection (osd), the headers tesserocr builds against, and
+# fonts for the sample batch.
+APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang tesseract-ocr-osd libtesseract-dev \
 	libleptonica-dev pkg-config fonts-nanum g++
 PYTEST_ARGS ?=
 
-.PHONY: demo stop test chaos bench system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
+.PHONY: demo stop test chaos bench bench-quality system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
 
 demo: venv kafka-jars  ## start the stack + services, OCR a sample batch, print the results
 	$(PY) -m demo.run
@@ -23,8 +24,12 @@ test: venv kafka-jars  ## the test suite on the real stack (started and stopped 
 chaos: venv kafka-jars  ## the SIGKILL tests at full size
 	OCRSTREAM_CHAOS_SCALE=full $(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
-bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run
+bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run; OCR quality
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.quality
+
+bench-quality: venv  ## OCR quality per category (CER, word-box IoU) against issue 17's floors
+	$(PY) -m bench.quality
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -13,6 +13,8 @@ class BatchOptions(BaseModel):
     languages: str = Field("kor+eng", pattern=r"^[a-z_]{3,8}(\+[a-z_]{3,8})*$", description="Tesseract languages, e.g. kor+eng")
     pdf_dpi: int = Field(200, ge=72, le=600)
     embeddings: bool = True
+    min_confidence: float | None = Field(None, ge=0, le=1, description="Pages whose mean word confidence (0..1) "
+                                         "is below this are marked needs_review in the results; None marks none")
 
 
 class ChunkLayout(BaseModel):

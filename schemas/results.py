@@ -47,8 +47,9 @@ class Word(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: Text
-    confidence: float = Field(ge=0, le=100)
-    bbox: BoundingBox
+    confidence: float = Field(ge=0, le=1, description="0..1")
+    bbox: BoundingBox = Field(description="In pixels of the page image as sent (after EXIF rotation), even when "
+                              "the page was read turned or deskewed")
 
 
 class Page(BaseModel):
@@ -58,7 +59,13 @@ class Page(BaseModel):
     width: Int32
     height: Int32
     text: Text
-    mean_confidence: float = Field(ge=0, le=100)
+    mean_confidence: float = Field(ge=0, le=1, description="Mean of the words' confidences, 0..1; 0 for a page "
+                                   "without words")
+    rotation: Literal[0, 90, 180, 270] = Field(0, description="Clockwise turn of the text on the page as sent; "
+                                               "the page was read turned back")
+    skew: float = Field(0.0, ge=-45, le=45, description="Degrees the page was turned counter-clockwise to level "
+                        "its text lines before reading")
+    needs_review: bool = Field(False, description="The page's mean confidence is below the batch's min_confidence")
     words: list[Word] = []
     embedding: list[float] | None = Field(None, min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
 

@@ -117,9 +117,11 @@ def create_batch(
     languages: Annotated[str, Form(description="Tesseract languages, e.g. kor+eng")] = _OPTION_DEFAULTS.languages,
     pdf_dpi: Annotated[int, Form(description="Rasterization DPI of PDF pages, 72..600")] = _OPTION_DEFAULTS.pdf_dpi,
     embeddings: Annotated[bool, Form(description="Compute text embeddings")] = _OPTION_DEFAULTS.embeddings,
+    min_confidence: Annotated[float | None, Form(description="Mark pages whose mean word confidence (0..1) is "
+                                                             "below this as needs_review")] = _OPTION_DEFAULTS.min_confidence,
 ) -> BatchAccepted:
     started = time.perf_counter()
-    options = _batch_options(languages=languages, pdf_dpi=pdf_dpi, embeddings=embeddings)
+    options = _batch_options(languages=languages, pdf_dpi=pdf_dpi, embeddings=embeddings, min_confidence=min_confidence)
     accepted = accept_batch(
         files, tenant=tenant, name=name, chunk_size=chunk_size or settings.default_chunk_size, options=options,
         settings=settings, producer=producer, s3=s3,

@@ -199,14 +199,15 @@ def _insert_file(conn: Connection, row: dict) -> bool:
 
 
 _INSERT_PAGES = SQL("INSERT INTO pages (file_id, page_number, batch_id, tenant, width, height, text, mean_confidence,"
-                    " embedding) VALUES {}")
-_PAGE_VALUES = SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s)")
+                    " rotation, skew, needs_review, embedding) VALUES {}")
+_PAGE_VALUES = SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
 def _insert_pages(conn: Connection, r: FileResult) -> None:
     if not r.pages:
         return
     rows = [(r.file_id, p.page_number, r.batch_id, r.tenant, p.width, p.height, p.text, p.mean_confidence,
+             p.rotation, p.skew, p.needs_review,
              None if p.embedding is None else np.asarray(p.embedding, dtype=np.float32)) for p in r.pages]
     with conn.cursor() as cur:
         # One multi-row INSERT per 1,000 pages: one round trip for the usual one-page file (executemany takes several).
