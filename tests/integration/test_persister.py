@@ -25,12 +25,12 @@ pytestmark = pytest.mark.integration
 
 
 def result(batch_id: str, file_id: str, *, status=FileStatus.OK) -> FileResult:
-    words = [Word(text=f"w{i}", confidence=90, bbox=BoundingBox(x=i, y=0, width=5, height=5)) for i in range(4)]
+    words = [Word(text=f"w{i}", confidence=0.9, bbox=BoundingBox(x=i, y=0, width=5, height=5)) for i in range(4)]
     return FileResult(batch_id=batch_id, chunk_id=f"{batch_id}.00000", file_id=file_id, tenant="default",
                       status=status, original_name=f"{file_id}.png", sha256="0" * 64, size=1, content_type="image/png",
                       engine="fast", error="bad" if status is FileStatus.FAILED else None,
                       pages=[] if status is FileStatus.FAILED else
-                      [Page(page_number=1, width=10, height=10, text=f"text of {file_id}", mean_confidence=90,
+                      [Page(page_number=1, width=10, height=10, text=f"text of {file_id}", mean_confidence=0.9,
                             words=words, embedding=[0.0] * 511 + [1.0])])
 
 

@@ -26,8 +26,8 @@ EXAMPLES = [
     (Topic.OCR_RESULTS, FileResult(
         batch_id="b1", chunk_id="b1.00000", file_id="f1", tenant="t", status=FileStatus.OK, original_name="스캔.png",
         sha256=SHA, size=10, content_type="image/png", engine="tesseract",
-        pages=[Page(page_number=1, width=100, height=50, text="안녕 hello", mean_confidence=91.5,
-                    words=[Word(text="안녕", confidence=90.0, bbox=BoundingBox(x=1, y=2, width=30, height=20))],
+        pages=[Page(page_number=1, width=100, height=50, text="안녕 hello", mean_confidence=0.915,
+                    words=[Word(text="안녕", confidence=0.9, bbox=BoundingBox(x=1, y=2, width=30, height=20))],
                     embedding=[0.5, -0.5] * 256)])),
     (Topic.BATCH_PROGRESS, BatchProgress(batch_id="b1", tenant="t", status=BatchStatus.PROCESSING, total_files=3,
                                          total_chunks=1, succeeded=1, failed=0, skipped=0,

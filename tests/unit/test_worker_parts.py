@@ -17,7 +17,7 @@ def _result(pages: int, text: str = "x" * 1000, part: PageRange | None = None) -
     first = part.first_page if part else 1
     return FileResult(batch_id="b1", chunk_id="c", file_id="f1", tenant="t", status=FileStatus.OK, original_name="a",
                       sha256="0" * 64, size=1, content_type="application/pdf", engine="fast", part=part,
-                      pages=[Page(page_number=first + i, width=1, height=1, text=text, mean_confidence=90)
+                      pages=[Page(page_number=first + i, width=1, height=1, text=text, mean_confidence=0.9)
                              for i in range(pages)])
 
 
