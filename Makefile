@@ -36,11 +36,13 @@ system-deps:
 
 venv: system-deps $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# tesserocr from source: the PyPI wheel bundles its own libtesseract that finds no Korean model.
 	$(VENV)/bin/pip install -q --no-binary tesserocr -e '.[dev]'
+	# The client SDK and CLI, a distribution of their own (what users install).
+	$(VENV)/bin/pip install -q -e clients/python
 	touch $@
 
 kafka-jars: venv
