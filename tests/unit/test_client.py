@@ -143,3 +143,13 @@ def test_async_wait_uses_sse_or_falls_back_to_polling(sse):
 
     final, seen = asyncio.run(wait())
     assert final["status"] == "completed" and seen == ["pending", "processing", "completed"]
+
+
+def test_progress_figures_prefer_the_server_eta_and_end_at_zero():
+    from ocrstream.cli import progress_figures
+
+    running = {"status": "processing", "processed_files": 10, "total_files": 40}
+    assert progress_figures(running, 5.0) == (2.0, 15.0)
+    assert progress_figures(running | {"eta_seconds": 7.0}, 5.0) == (2.0, 7.0)
+    assert progress_figures(running | {"processed_files": 0}, 5.0) == (None, None)
+    assert progress_figures(running | {"status": "completed", "processed_files": 40}, 10.0) == (4.0, 0.0)

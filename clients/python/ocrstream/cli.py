@@ -5,17 +5,19 @@ Exit codes: 0 done; 1 the batch finished with failed files (or failed / was canc
 import csv
 import json
 import sys
+import time
 from collections.abc import Iterator
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from ocrstream.client import Client
 from ocrstream.errors import OcrstreamError
+from ocrstream.protocol import TERMINAL_STATUSES
 
 app = typer.Typer(help="Submit batches of images/PDFs for OCR, follow them, read their results.",
                   no_args_is_help=True, add_completion=False)
@@ -192,24 +194,38 @@ def search(
 
 # ---- pieces ------------------------------------------------------------------------------------------------
 
-class _FilesPerSecond(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.1f} files/s" if task.speed else "-.- files/s", style="cyan")
-
-
 def _follow(client: Client, batch_id: str, total: int, timeout: float, *, show: bool) -> dict:
-    """Wait for the batch's end; while waiting, a live bar: files done, files/s, ETA, status."""
+    """Wait for the batch's end; while waiting, a live bar: status, files done, files/s, ETA."""
     progress = Progress(TextColumn("[bold]{task.fields[status]:<10}"), BarColumn(), MofNCompleteColumn(),
-                        _FilesPerSecond(), TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=not show,
-                        refresh_per_second=4)
+                        TextColumn("[cyan]{task.fields[rate]} files/s"), TextColumn("ETA {task.fields[eta]}"),
+                        console=err, disable=not show, refresh_per_second=4)
+    started = time.monotonic()
     with progress:
-        task = progress.add_task("batch", total=total, status="pending")
+        task = progress.add_task("batch", total=total, status="pending", rate="-.-", eta="-:--")
 
         def update(status: dict) -> None:
+            rate, eta = progress_figures(status, time.monotonic() - started)
             progress.update(task, total=status["total_files"] or total, completed=status["processed_files"],
-                            status=status["status"])
+                            status=status["status"], rate=f"{rate:.1f}" if rate is not None else "-.-",
+                            eta=_duration(eta) if eta is not None else "-:--")
 
         return client.wait(batch_id, timeout=timeout, on_progress=update)
+
+
+def progress_figures(status: dict, elapsed_s: float) -> tuple[float | None, float | None]:
+    """(files/s since submitting, seconds to go): the server's ETA when it gives one, else from that rate."""
+    done, total = status["processed_files"], status["total_files"]
+    rate = done / elapsed_s if done and elapsed_s > 0 else None
+    if status["status"] in TERMINAL_STATUSES:
+        return rate, 0.0
+    if status.get("eta_seconds") is not None:
+        return rate, status["eta_seconds"]
+    return rate, (total - done) / rate if rate else None
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def _failed_files(client: Client, batch_id: str) -> Iterator[dict]:
