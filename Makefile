@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Tesseract with Korean + English (and the headers tesserocr builds against), fonts for the sample batch.
+# Tesseract with Korean + English (and the headers tesserocr builds against), fonts for the sample batch;
+# prometheus for promtool, which tests the alert rules.
 APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang libtesseract-dev \
-	libleptonica-dev pkg-config fonts-nanum g++
+	libleptonica-dev pkg-config fonts-nanum g++ prometheus
 PYTEST_ARGS ?=
 
 .PHONY: demo stop test chaos bench system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
