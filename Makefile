@@ -3,10 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Tesseract with Korean + English and orientation detection (osd), the headers tesserocr builds against, and
-# fonts for the sample batch.
-APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang tesseract-ocr-osd libtesseract-dev \
-	libleptonica-dev pkg-config fonts-nanum g++
+# Tesseract with Korean + English and orientation detection (osd), the headers tesserocr builds against,
+# fonts for the sample batch; prometheus for promtool, which tests the alert rules.
+APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang tesseract-ocr-osd \
+	libtesseract-dev libleptonica-dev pkg-config fonts-nanum g++ prometheus
 PYTEST_ARGS ?=
 
 .PHONY: demo stop test chaos bench bench-quality system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
@@ -41,11 +41,13 @@ system-deps:
 
 venv: system-deps $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# tesserocr from source: the PyPI wheel bundles its own libtesseract that finds no Korean model.
 	$(VENV)/bin/pip install -q --no-binary tesserocr -e '.[dev]'
+	# The client SDK and CLI, a distribution of their own (what users install).
+	$(VENV)/bin/pip install -q -e clients/python
 	touch $@
 
 kafka-jars: venv

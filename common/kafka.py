@@ -30,7 +30,8 @@ TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     """Create every topic that is missing (idempotent). Returns the names it created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _LIBRDKAFKA_LOG})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _LIBRDKAFKA_LOG,
+                         **settings.kafka_config})
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [
         NewTopic(settings.topic(t), settings.topic_partitions, settings.topic_replication_factor, config=cfg)
@@ -58,6 +59,7 @@ def build_producer(settings: Settings, *, client_id: str, transactional_id: str 
         "linger.ms": 5,  # small batches: ingest answers only after a flush
         "message.max.bytes": 16777216,  # matches the results topic's max.message.bytes
         "compression.type": "zstd",
+        **settings.kafka_config,  # security (SASL, TLS) and tuning, from OCRSTREAM_KAFKA_CONFIG
     }
     if transactional_id:
         config["transactional.id"] = transactional_id
@@ -78,6 +80,7 @@ def build_consumer(settings: Settings, *, group_id: str, client_id: str, **overr
         "max.poll.interval.ms": 600000,  # OCR of a chunk can take minutes
         "fetch.max.bytes": 33554432,
         "max.partition.fetch.bytes": 16777216,
+        **settings.kafka_config,  # security (SASL, TLS) and tuning, from OCRSTREAM_KAFKA_CONFIG
     }
     config.update(overrides)
     return Consumer(config)

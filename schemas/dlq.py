@@ -8,7 +8,7 @@ from schemas.base import Message, utc_now
 
 
 class DlqHeader(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     key: str
     value_b64: str | None

@@ -35,7 +35,7 @@ class FailureReason(StrEnum):
 
 
 class BoundingBox(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     x: Int32
     y: Int32
@@ -44,7 +44,7 @@ class BoundingBox(BaseModel):
 
 
 class Word(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     text: Text
     confidence: float = Field(ge=0, le=1, description="0..1")
@@ -53,7 +53,7 @@ class Word(BaseModel):
 
 
 class Page(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     page_number: int = Field(ge=1, le=INT32_MAX)
     width: Int32
@@ -71,7 +71,7 @@ class Page(BaseModel):
 
 
 class Timings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     fetch_ms: float = 0.0
     decode_ms: float = 0.0

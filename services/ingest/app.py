@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from common.errors import DeliveryFailed
 from common.http import TenantDep, probe_router
 from common.kafka import build_producer, produce_and_flush
+from common.observability import RequestMetrics
 from common.storage import build_s3_client, ensure_bucket, put_stream
 from schemas.api import BatchAccepted, ProblemDetail
 from schemas.batch_events import BatchCreated, BatchOptions
@@ -351,6 +352,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
                   description="Accepts batches of images/PDFs for OCR; follow them at the status API.")
     app.include_router(router)
     app.include_router(probe_router(is_ready))
+    app.add_middleware(RequestMetrics)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_invalid_request)
     return app

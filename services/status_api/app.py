@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from common.db import apply_migrations, build_pool
 from common.embedding import Embedder, build_embedder
 from common.http import TenantDep, probe_router
+from common.observability import RequestMetrics
 from schemas.api import BatchPublic, FileResultsPublic, ProblemDetail, SearchResults
 from schemas.base import utc_now
 from services.status_api import queries
@@ -35,6 +36,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
     app.state.settings = settings  # read by common.http.tenant_for_request
     app.include_router(probe_router(_is_ready))
     app.include_router(router)
+    app.add_middleware(RequestMetrics)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)
     return app

@@ -10,9 +10,8 @@ import pytest
 from common.db import apply_migrations
 from common.settings import Settings
 from deploy.devstack import stack_endpoints, start_stack, stop_stack
-from demo.processes import isolated_env, running_services
+from demo.processes import client_for, isolated_env, running_services
 from demo.sample_batch import render_sample_batch
-from ocrstream import OcrstreamClient
 from tests.chaos.test_kill_mid_batch import wait_for_rows
 from tests.helpers import file_row_counts
 
@@ -32,7 +31,7 @@ def test_a_20_second_broker_outage_mid_batch_is_ridden_out(private_stack_setting
     samples = render_sample_batch(tmp_path / "batch", images=30, pdf_pages=2, seed=7)
 
     with running_services(env, tmp_path / "logs") as services, \
-            OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
+            client_for(services) as client:
         workers = {name: s.pid for name, s in services.items() if name.startswith("ocr_worker")}
         batch_id = client.submit([s.path for s in samples], name="outage", chunk_size=2)["batch_id"]
         wait_for_rows(settings, batch_id, 4)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings
-from demo.processes import isolated_env, running_services
-from ocrstream import OcrstreamClient
+from demo.processes import client_for, isolated_env, running_services
 from schemas.results import FailureReason
 from services.dlq.__main__ import main as dlq_main
 from services.dlq.replay import list_dead_letters
@@ -42,7 +41,7 @@ def pipeline(stack_endpoints, tmp_path_factory):
         "OCRSTREAM_TEST_FIXED_FLAG": str(tmp_path_factory.mktemp("flag") / "fixed"),
     }
     with running_services(env, tmp_path_factory.mktemp("logs"), workers=1) as services, \
-            OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
+            client_for(services) as client:
         yield env, services, client
 
 
@@ -77,7 +76,7 @@ def test_a_poisoned_file_fails_alone_after_its_tries(pipeline, tmp_path, monkeyp
     rows = file_row_counts(settings, poisoned["batch_id"])
     assert rows["by_status"] == {"ok": 3, "failed": 1} and set(rows["by_id"].values()) == {1}
 
-    failed = [r for r in client.results(poisoned["batch_id"]) if r["status"] == "failed"]
+    failed = [r for r in list(client.results(poisoned["batch_id"])) if r["status"] == "failed"]
     assert [r["original_name"] for r in failed] == ["01_poison.png"]
     assert f"after {OCR_ATTEMPTS} tries" in failed[0]["error"]
     results = [decode(Topic.OCR_RESULTS, m.value()) for m in read_topic(settings, settings.topic_ocr_results)]
