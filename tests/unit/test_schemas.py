@@ -76,7 +76,7 @@ def test_a_newer_minor_version_s_unknown_fields_are_ignored_at_every_level():
     """A v1.1 producer added fields (top level and nested); a v1.0 reader reads the rest unchanged."""
     original = EXAMPLES[4][1]
     data = json.loads(encode(original)) | {"schema_version": "1.1", "language": "ko"}
-    data["pages"][0] |= {"rotation": 90}
+    data["pages"][0] |= {"layout": "two-column"}
     data["pages"][0]["words"][0]["bbox"] |= {"angle": 0.5}
     decoded = decode(Topic.OCR_RESULTS, json.dumps(data).encode())
     assert decoded.model_copy(update={"schema_version": "1.0"}) == original
