@@ -12,7 +12,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from common.errors import DeliveryFailed
 from common.settings import Settings
 from schemas.dlq import DlqHeader, DlqRecord
-from schemas.topics import Topic
+from schemas.base import Message as MessageModel
+from schemas.topics import Topic, encode, message_headers
 
 log = logging.getLogger(__name__)
 # librdkafka's own warnings go through Python logging, so they come out as JSON lines like everything else.
@@ -86,8 +87,18 @@ def build_consumer(settings: Settings, *, group_id: str, client_id: str, **overr
     return Consumer(config)
 
 
-def produce_and_flush(producer: Producer, records: Iterable[tuple[str, bytes | None, bytes]], *, timeout: float) -> None:
-    """Produce (topic, key, value) records and wait for every acknowledgement; raise DeliveryFailed otherwise."""
+Headers = list[tuple[str, bytes]]
+Record = tuple[str, bytes | None, bytes, Headers]  # topic, key, value, headers
+
+
+def message_record(topic: str, key: str | bytes | None, message: MessageModel) -> Record:
+    """A contract message as a record to produce: encoded, with its schema/version/tenant/batch headers."""
+    return topic, key.encode() if isinstance(key, str) else key, encode(message), message_headers(message)
+
+
+def produce_and_flush(producer: Producer, records: Iterable[Record | tuple[str, bytes | None, bytes]], *,
+                      timeout: float) -> None:
+    """Produce (topic, key, value[, headers]) records and wait for every acknowledgement; DeliveryFailed otherwise."""
     failures: list[str] = []
     pending = 0
 
@@ -97,10 +108,11 @@ def produce_and_flush(producer: Producer, records: Iterable[tuple[str, bytes | N
         if err is not None:
             failures.append(err.str())
 
-    for topic, key, value in records:
+    for topic, key, value, *headers in records:
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                producer.produce(topic, value=value, key=key, headers=headers[0] if headers else None,
+                                 on_delivery=on_delivery)
                 pending += 1
                 break
             except BufferError:  # local queue full: let deliveries drain, then go on

@@ -134,14 +134,17 @@ def partition_lag(position: int, low: int, high: int) -> int:
 
 
 def record_consumer_lag(consumer: _ConsumerLike, group: str, positions: Iterable[_PartitionLike] | None = None, *,
-                        timeout: float = 5.0) -> None:
+                        timeout: float = 5.0, cached: bool = False) -> None:
     """Set ocrstream_consumer_lag{group, topic, partition} for every assigned partition: the high watermark
     (the last stable offset under read_committed) minus the next offset the group will read. `positions` are
     those next offsets when the group keeps them outside Kafka (the persister's DB-stored offsets); by default
-    the consumer's own positions. Asks the broker for the watermarks: call it every few seconds, not per poll."""
+    the consumer's own positions. Asks the broker for the watermarks (call it every few seconds, not per poll),
+    or with `cached` takes those of the last fetch (no wait, for a loop that must not block on a broker away)."""
     positions = list(positions if positions is not None else consumer.position(consumer.assignment()))
     for tp in positions:
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=cached)
+        if high < 0:  # nothing fetched yet
+            continue
         CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(partition_lag(tp.offset, low, high))
 
 

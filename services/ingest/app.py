@@ -31,14 +31,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import DeliveryFailed
 from common.http import TenantDep, probe_router
-from common.kafka import build_producer, produce_and_flush
+from common.kafka import build_producer, message_record, produce_and_flush
 from common.observability import RequestMetrics
 from common.storage import build_s3_client, ensure_bucket, put_stream
 from schemas.api import BatchAccepted, ProblemDetail
 from schemas.batch_events import BatchCreated, BatchOptions
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.progress import BatchStatus
-from schemas.topics import encode
 from services.ingest.planning import (
     SNIFF_BYTES, FileProblem, FileRejected, accepted_content_type, initial_progress, plan_batch,
 )
@@ -260,10 +259,10 @@ def _store_file(s3: Minio, bucket: str, prefix: str, upload: UploadFile, index: 
 def _announce(producer: Producer, settings: IngestSettings, created: BatchCreated, chunks: list[ChunkRequested]) -> None:
     """BatchCreated first, then every chunk, in one flush: the batch is known before any of its results.
     Its 'pending' progress snapshot goes too, so the status URL in the 202 answers at once."""
-    records = [(settings.topic_batch_events, created.batch_id.encode(), encode(created))]
-    records += [(settings.topic_ocr_chunks, chunk.chunk_id.encode(), encode(chunk)) for chunk in chunks]
-    records.append((settings.topic_batch_progress, created.batch_id.encode(),
-                    encode(initial_progress(created, len(chunks)))))
+    records = [message_record(settings.topic_batch_events, created.batch_id, created)]
+    records += [message_record(settings.topic_ocr_chunks, chunk.chunk_id, chunk) for chunk in chunks]
+    records.append(message_record(settings.topic_batch_progress, created.batch_id,
+                                  initial_progress(created, len(chunks))))
     try:
         produce_and_flush(producer, records, timeout=settings.kafka_delivery_timeout_s + _FLUSH_GRACE_S)
     except (DeliveryFailed, KafkaException):

@@ -21,12 +21,13 @@ from minio.error import S3Error
 from prometheus_client import Counter, Histogram
 
 from common.errors import FatalError, FileFailed
-from common.kafka import KafkaErrorKind, classify_kafka_error, dlq_record
-from common.observability import MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS
+from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_record, message_record
+from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
+                                  forget_consumer_lag, record_consumer_lag)
 from common.storage import get_object_bytes
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FailureReason, FileResult, Timings
-from schemas.topics import Topic, UndecodableMessage, decode, encode
+from schemas.topics import Topic, UndecodableMessage, decode
 from services.ocr_worker.parts import page_range_work_items, split_result
 from services.ocr_worker.results import file_result
 from services.ocr_worker.settings import WorkerSettings
@@ -39,8 +40,6 @@ FILE_SECONDS = Histogram("ocrstream_worker_file_seconds", "Fetch+decode+OCR+embe
                          buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
 OCR_TRIES_LOST = Counter("ocrstream_worker_ocr_tries_lost_total", "OCR tries lost to a crash, hang or OOM", ["reason"])
 PRODUCERS_REBUILT = Counter("ocrstream_worker_producers_rebuilt_total", "Transactional producers rebuilt in-process")
-
-Record = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
 class ChunkAbandoned(Exception):
@@ -177,6 +176,7 @@ class OcrWorker:
         self._current: tuple[str, int] | None = None  # the partition of the chunk in hand
         self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
+        self._lag_reported_at = 0.0
         self.ready = False
 
     def run(self, stop: Event) -> None:
@@ -186,6 +186,7 @@ class OcrWorker:
         self._consumer.subscribe([self._settings.topic_ocr_chunks],
                                  on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         while not stop.is_set():
+            self._report_lag()
             msg = self._consumer.poll(0.5)
             if msg is None:
                 continue
@@ -218,8 +219,8 @@ class OcrWorker:
         except UndecodableMessage as exc:
             MESSAGES_DEAD_LETTERED.labels(msg.topic(), "undecodable").inc()
             log.error("undecodable chunk sent to DLQ", extra={"reason": str(exc), **_position(msg)})
-            return [(self._settings.topic_ocr_dlq, msg.key(), encode(dlq_record(msg, reason=str(exc), error=exc,
-                                                                                 service="ocr_worker")))]
+            return [message_record(self._settings.topic_ocr_dlq, msg.key(),
+                                   dlq_record(msg, reason=str(exc), error=exc, service="ocr_worker"))]
         position = (msg.topic(), msg.partition(), msg.offset())
         try:
             outcome = self._ocr.ocr_chunk(chunk, self._wait)
@@ -241,15 +242,15 @@ class OcrWorker:
 
     def _records(self, msg: Message, chunk: ChunkRequested, outcome: ChunkOutcome) -> list[Record]:
         s = self._settings
-        records = [(s.topic_ocr_results, r.batch_id.encode(), encode(r)) for r in outcome.results]
-        records += [(s.topic_ocr_chunks, item.chunk_id.encode(), encode(item)) for item in outcome.work_items]
+        records = [message_record(s.topic_ocr_results, r.batch_id, r) for r in outcome.results]
+        records += [message_record(s.topic_ocr_chunks, item.chunk_id, item) for item in outcome.work_items]
         if outcome.dead:
             MESSAGES_DEAD_LETTERED.labels(msg.topic(), "kept_failing").inc()
             reason = "; ".join(f"{file_id}: {why}" for file_id, why in outcome.dead.items())
             codes = sorted({r.error_code.value for r in outcome.results if r.file_id in outcome.dead and r.error_code})
             record = dlq_record(msg, reason=reason[:4000], error=",".join(codes), service="ocr_worker",
                                 attempts=outcome.tries, file_ids=list(outcome.dead))
-            records.append((s.topic_ocr_dlq, msg.key(), encode(record)))
+            records.append(message_record(s.topic_ocr_dlq, msg.key(), record))
             log.error("files sent to DLQ", extra={"batch_id": chunk.batch_id, "file_ids": list(outcome.dead),
                                                   **_position(msg)})
         return records
@@ -279,8 +280,8 @@ class OcrWorker:
         started = time.perf_counter()
         timeout = self._settings.transaction_call_timeout_s
         self._producer.begin_transaction()
-        for topic, key, value in records:
-            self._producer.produce(topic, value=value, key=key)
+        for topic, key, value, headers in records:
+            self._producer.produce(topic, value=value, key=key, headers=headers)
         next_offset = [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)]
         self._bounded(self._producer.send_offsets_to_transaction, next_offset,
                       self._consumer.consumer_group_metadata(), timeout)
@@ -355,6 +356,11 @@ class OcrWorker:
             self._stop.wait(min(0.5, max(deadline - time.monotonic(), 0)))
             self._keep_alive()
 
+    def _report_lag(self) -> None:
+        if time.monotonic() - self._lag_reported_at >= 5.0:
+            record_consumer_lag(self._consumer, self._settings.worker_group, cached=True)
+            self._lag_reported_at = time.monotonic()
+
     def _rewind(self, msg: Message) -> None:
         self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
 
@@ -366,6 +372,7 @@ class OcrWorker:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._lost.update((p.topic, p.partition) for p in partitions)
+        forget_consumer_lag(self._settings.worker_group, partitions)
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

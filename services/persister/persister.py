@@ -20,8 +20,9 @@ from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from common.errors import DeliveryFailed, FatalError
-from common.kafka import dlq_record, produce_and_flush
-from common.observability import MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS
+from common.kafka import dlq_record, message_record, produce_and_flush
+from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
+                                  record_consumer_lag)
 from schemas.base import INT32_MAX, PageRange
 from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
 from schemas.results import FailureReason, FileResult, FileStatus
@@ -56,9 +57,13 @@ class Persister:
                                  on_lost=self._on_lost)
         self.publish_pending()  # dead letters and snapshots committed before a crash but never sent
         backoff = self._settings.db_retry_backoff_s
+        published_at = time.monotonic()
         while not stop.is_set():
             messages = self._consumer.consume(self._settings.max_messages_per_transaction, self._settings.poll_timeout_s)
             if not messages:
+                if time.monotonic() - published_at > 5.0:  # what a broker outage held back, even when idle
+                    self.publish_pending()
+                    published_at = time.monotonic()
                 continue
             work = self._sort(messages)
             try:
@@ -74,6 +79,9 @@ class Persister:
                 continue
             backoff = self._settings.db_retry_backoff_s
             self.publish_pending()
+            published_at = time.monotonic()
+            record_consumer_lag(self._consumer, self._settings.persister_group, cached=True,
+                                positions=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()])
 
     def _sort(self, messages: list[Message]) -> PolledWork:
         work = PolledWork()
@@ -197,7 +205,7 @@ class Persister:
             if not rows:
                 return
             snapshots = [progress_from_row(row) for row in rows]
-            produce_and_flush(self._producer, [(self._settings.topic_batch_progress, p.batch_id.encode(), encode(p))
+            produce_and_flush(self._producer, [message_record(self._settings.topic_batch_progress, p.batch_id, p)
                                                for p in snapshots], timeout=30)
             sql.mark_published(conn, {p.batch_id: p.version for p in snapshots})
         for p in snapshots:
