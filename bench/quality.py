@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import random
@@ -32,9 +31,9 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # as in the worker: before tesse
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter, ImageFont  # noqa: E402
 
+from bench.report import merge_results  # noqa: E402
 from demo.sample_batch import FONT_DIR, character_error_rate  # noqa: E402
 
-BENCH_DIR = Path(__file__).resolve().parent
 FONTS = ("NanumGothic.ttf", "NanumBarunGothic.ttf", "NanumMyeongjo.ttf", "NanumSquareR.ttf")
 
 # Written for this benchmark; none of these sentences is in demo.sample_batch.
@@ -343,22 +342,6 @@ def figures_table(figures: dict[str, dict[str, float]]) -> list[str]:
     lines += [f"| {name} | {row['pages']} | {row['cer_nows_pct']} | {row['cer_ws_pct']} | {row['box_iou_median']} "
               f"| {row['ocr_s_per_page']} |" for name, row in figures.items()]
     return lines
-
-
-def merge_results(section: str, data: dict, markdown: list[str]) -> None:
-    """bench/results.json[section] = data; the `section` part of bench/RESULTS.md replaced, the rest kept."""
-    json_path, md_path = BENCH_DIR / "results.json", BENCH_DIR / "RESULTS.md"
-    results = json.loads(json_path.read_text("utf-8")) if json_path.exists() else {}
-    results[section] = data
-    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
-    block = "\n".join([begin, *markdown, end])
-    text = md_path.read_text("utf-8") if md_path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    md_path.write_text(text, "utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
