@@ -73,8 +73,30 @@ class OcrTryFailed(OcrstreamError):
 
 
 @dataclass
+class _Child:
+    process: multiprocessing.Process
+    conn: Connection
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(10)
+        self.conn.close()
+
+    def exit_reason(self) -> str:
+        self.process.join(1)
+        code = self.process.exitcode
+        return f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+
+
+@dataclass
 class OcrSupervisor:
-    """Runs OcrTasks in one child process under a wall-clock and a memory limit."""
+    """Runs OcrTasks in one child process under a wall-clock and a memory limit. A second child waits warm
+    (models loaded), so a lost child is replaced at once: a file that hangs holds its partition for its tries'
+    timeouts, not for model loading on top."""
 
     engine: str
     embedder: str
@@ -83,76 +105,79 @@ class OcrSupervisor:
     file_timeout_s: float
     memory_limit_bytes: int
     start_timeout_s: float = 120.0
-    _process: multiprocessing.Process | None = field(default=None, init=False, repr=False)
-    _conn: Connection | None = field(default=None, init=False, repr=False)
+    _active: _Child | None = field(default=None, init=False, repr=False)
+    _spare: _Child | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
-        """A fresh child, its models loaded; returns once it says it is ready."""
-        self.stop()
-        context = multiprocessing.get_context("spawn")  # never fork a process that runs librdkafka threads
-        parent_end, child_end = context.Pipe()
-        self._process = context.Process(
-            target=_child_main, name="ocr-child", daemon=True,
-            args=(child_end, self.engine, self.embedder, self.default_languages, self.max_pages_per_file))
-        self._process.start()
-        child_end.close()
-        self._conn = parent_end
-        if not parent_end.poll(self.start_timeout_s) or parent_end.recv() != "ready":
-            raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR child did not start ({self._exit_reason()})")
-        log.info("ocr child started", extra={"pid": self._process.pid})
+        """The active child ready (models loaded) and a spare one on its way."""
+        self._active = self._ready(self._spare or self._spawn())
+        self._spare = self._spawn()
+        log.info("ocr child started", extra={"pid": self._active.process.pid})
 
     def stop(self) -> None:
-        if self._process is not None and self._process.is_alive():
-            self._process.kill()
-            self._process.join(10)
-        if self._conn is not None:
-            self._conn.close()
-        self._process, self._conn = None, None
+        for child in (self._active, self._spare):
+            if child is not None:
+                child.kill()
+        self._active, self._spare = None, None
+
+    def _replace_active(self) -> None:
+        if self._active is not None:
+            self._active.kill()
+            self._active = None
+
+    def _spawn(self) -> _Child:
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs librdkafka threads
+        parent_end, child_end = context.Pipe()
+        process = context.Process(
+            target=_child_main, name="ocr-child", daemon=True,
+            args=(child_end, self.engine, self.embedder, self.default_languages, self.max_pages_per_file))
+        process.start()
+        child_end.close()
+        return _Child(process, parent_end)
+
+    def _ready(self, child: _Child) -> _Child:
+        if not child.conn.poll(self.start_timeout_s) or child.conn.recv() != "ready":
+            reason = child.exit_reason() if not child.alive() else "not ready in time"
+            child.kill()
+            raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR child did not start ({reason})")
+        return child
 
     def recognize(self, task: OcrTask, keep_alive: Callable[[], None]
                   ) -> PagesRecognized | SplitNeeded | FileRefused:
         """The child's answer; OcrTryFailed when this try was lost (the child is then replaced on the next call).
         `keep_alive` runs about twice a second while waiting; whatever it raises abandons the file."""
-        if self._process is None or not self._process.is_alive():
+        if self._active is None or not self._active.alive():
+            self._replace_active()
             self.start()
-        assert self._conn is not None and self._process is not None
-        self._conn.send(task)
+        child = self._active
+        child.conn.send(task)
         deadline = time.monotonic() + self.file_timeout_s
         next_keep_alive = time.monotonic() + 0.5
         try:
-            while not self._conn.poll(0.05):
-                if not self._process.is_alive():
-                    raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR process died: {self._exit_reason()}")
-                if (rss := _rss_bytes(self._process.pid)) > self.memory_limit_bytes:
-                    self.stop()
+            while not child.conn.poll(0.05):
+                if not child.alive():
+                    raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR process died: {child.exit_reason()}")
+                if (rss := _rss_bytes(child.process.pid)) > self.memory_limit_bytes:
+                    self._replace_active()
                     raise OcrTryFailed(FailureReason.OCR_OUT_OF_MEMORY, f"the OCR process used {rss >> 20} MiB, "
                                        f"over the limit of {self.memory_limit_bytes >> 20} MiB")
                 if time.monotonic() > deadline:
-                    self.stop()
+                    self._replace_active()
                     raise OcrTryFailed(FailureReason.OCR_TIMEOUT,
                                        f"OCR took longer than the limit of {self.file_timeout_s:g} s")
                 if time.monotonic() >= next_keep_alive:
                     keep_alive()
                     next_keep_alive = time.monotonic() + 0.5
-            answer = self._conn.recv()
+            answer = child.conn.recv()
         except (EOFError, OSError) as exc:  # the pipe broke: the child died while answering
-            self.stop()
+            self._replace_active()
             raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR process died: {exc}") from exc
         except BaseException:
-            self.stop()  # abandoned mid-file (shutdown, revoked partition): the child's answer would be stale
+            self._replace_active()  # abandoned mid-file (shutdown, revoked partition): its answer would be stale
             raise
         if isinstance(answer, _Unexpected):
             raise OcrTryFailed(FailureReason.TRANSFORM_ERROR, answer.traceback)
         return answer
-
-    def _exit_reason(self) -> str:
-        if self._process is None:
-            return "not started"
-        self._process.join(1)
-        code = self._process.exitcode
-        if code is not None and code < 0:
-            return f"killed by {signal.Signals(-code).name}"
-        return f"exit code {code}"
 
 
 def _rss_bytes(pid: int) -> int:

@@ -13,7 +13,7 @@ from demo.processes import client_for, running_services
 pytestmark = pytest.mark.e2e
 
 PAGES = 300
-RSS_BOUND_MB = 1536  # per worker, its OCR child included: models + one rendered page, whatever the page count
+RSS_BOUND_MB = 1024  # per worker, its OCR child included: models + one rendered page, whatever the page count
 
 
 def _rss_mb_with_children(pid: int) -> float:
