@@ -42,7 +42,7 @@ def test_the_example_consumer_reads_every_topic_of_a_real_batch(isolated_env, se
                                   settings.topic_ocr_results, settings.topic_batch_progress)
     assert rejected == []
     by_schema = Counter(r["schema"] for r in read)
-    assert by_schema["batch_events.BatchEvent"] == 1 and by_schema["chunks.ChunkRequested"] == 2
+    assert by_schema["batch_events.BatchCreated"] == 1 and by_schema["chunks.ChunkRequested"] == 2  # from the headers
     assert by_schema["results.FileResult"] == 4 and by_schema["progress.BatchProgress"] >= 2
     assert {r["batch_id"] for r in read} == {accepted["batch_id"]}
     final = max((r["value"] for r in read if r["schema"] == "progress.BatchProgress"), key=lambda v: v["version"])
@@ -52,7 +52,7 @@ def test_the_example_consumer_reads_every_topic_of_a_real_batch(isolated_env, se
 def test_a_newer_minor_version_is_read_and_another_major_is_refused(settings):
     v1 = FileResult(batch_id="b1", chunk_id="b1.00000", file_id="f1", tenant="t", status=FileStatus.OK,
                     original_name="a.png", sha256="a" * 64, size=10, content_type="image/png", engine="fast",
-                    pages=[Page(page_number=1, width=10, height=10, text="hello", mean_confidence=90)])
+                    pages=[Page(page_number=1, width=10, height=10, text="hello", mean_confidence=0.9)])
     # The "v2" producer: schema 1.1 added a top-level and a nested field. Its headers say so.
     v1_1 = json.loads(encode(v1)) | {"schema_version": "1.1", "file_id": "f2", "detected_language": "en"}
     v1_1["pages"][0]["rotation"] = 90

@@ -155,13 +155,13 @@ def insert_results(settings: StatusSettings, embedder) -> None:
         )
         cur.executemany(
             "INSERT INTO pages (file_id, page_number, batch_id, tenant, width, height, text, mean_confidence,"
-            " embedding) VALUES (%s, %s, %s, %s, 800, 600, %s, 91.5, %s)",
+            " embedding) VALUES (%s, %s, %s, %s, 800, 600, %s, 0.915, %s)",
             [(f, p, b, t, PAGES[(b, t, f, p)], np.asarray(e, dtype=np.float32))
              for (b, t, f, p), e in zip(keys, embeddings)],
         )
         cur.executemany(
             "INSERT INTO words (file_id, page_number, word_index, text, confidence, x, y, width, height)"
-            " VALUES ('fa-1', 1, %s, %s, 90, %s, 10, 50, 20)",
+            " VALUES ('fa-1', 1, %s, %s, 0.9, %s, 10, 50, 20)",
             [(i, word, 60 * i) for i, word in enumerate(PAGES[("ba", "acme", "fa-1", 1)].split()[:3])],
         )
 
