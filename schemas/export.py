@@ -28,6 +28,7 @@ CONTRACTS: dict[str, type[BaseModel] | TypeAdapter] = {
     "api.BatchPublic": api.BatchPublic,
     "api.FileResultsPublic": api.FileResultsPublic,
     "api.SearchResults": api.SearchResults,
+    "api.WebhookDeliveriesPublic": api.WebhookDeliveriesPublic,
 }
 
 
