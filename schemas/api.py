@@ -125,6 +125,31 @@ class WebhookDeliveriesPublic(BaseModel):
     data: list[WebhookDeliveryPublic]
 
 
+class WebhookBatchData(BaseModel):
+    batch_id: str
+    name: str
+    status: BatchStatus
+    total_files: int
+    processed_files: int
+    succeeded: int
+    failed: int
+    skipped: int
+    percent: float = Field(ge=0, le=100)
+    milestone: int | None = Field(description="The percent milestone this batch.progress event marks; null otherwise")
+    updated_at: datetime
+    finished_at: datetime | None
+    version: int
+
+
+class WebhookEvent(BaseModel):
+    """The body the notifier POSTs (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature headers;
+    the signature is v1,base64(HMAC-SHA256(secret, f"{id}.{timestamp}.{body}")))."""
+
+    type: str = Field(description="batch.completed, batch.failed, batch.cancelled, or batch.progress (milestones)")
+    timestamp: datetime = Field(description="When the event happened (the snapshot's updated_at)")
+    data: WebhookBatchData
+
+
 class ProblemDetail(BaseModel):
     """Every 4xx/5xx body: FastAPI's {"detail": ...} with a reason a person can act on."""
 

@@ -29,6 +29,7 @@ CONTRACTS: dict[str, type[BaseModel] | TypeAdapter] = {
     "api.FileResultsPublic": api.FileResultsPublic,
     "api.SearchResults": api.SearchResults,
     "api.WebhookDeliveriesPublic": api.WebhookDeliveriesPublic,
+    "api.WebhookEvent": api.WebhookEvent,
 }
 
 
