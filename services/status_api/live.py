@@ -14,15 +14,16 @@ __all__ = ["progress_stream", "wait_for_newer"]
 
 async def progress_stream(view: ProgressView, subscriptions: ProgressSubscriptions, batch_id: str,
                           after_version: int) -> AsyncIterator[BatchProgress]:
-    """Every snapshot of the batch above `after_version`, in version order; ends after a terminal one."""
+    """Every snapshot of the batch above `after_version`, in version order; ends after a terminal one
+    (at once if the client already holds it)."""
     with subscriptions.subscribe(batch_id) as queue:
         snapshot = view.get(batch_id)
         while True:
             if snapshot is not None and snapshot.version > after_version:
                 yield snapshot
                 after_version = snapshot.version
-                if snapshot.status in TERMINAL_STATUSES:
-                    return
+            if snapshot is not None and snapshot.status in TERMINAL_STATUSES:
+                return  # sent now, or the client already holds it (it resumed from there)
             snapshot = await queue.get()
 
 

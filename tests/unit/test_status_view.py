@@ -98,6 +98,13 @@ class TestLiveProgress:
 
         assert self.run(scenario) == [5]
 
+    def test_a_stream_resumed_at_the_terminal_version_ends_at_once(self):
+        async def scenario(view, subscriptions):
+            view.apply(snapshot(5, succeeded=10, status=BatchStatus.COMPLETED, finished=True))
+            return [p.version async for p in progress_stream(view, subscriptions, "b1", after_version=5)]
+
+        assert self.run(scenario) == []
+
     def test_a_long_poll_returns_at_once_when_newer_wakes_on_change_and_times_out_unchanged(self):
         async def scenario(view, subscriptions):
             view.apply(snapshot(4))
