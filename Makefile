@@ -28,6 +28,7 @@ bench: venv kafka-jars  ## the pipeline on a larger batch against the limit meas
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.quality
 	$(PY) -m bench.poison
+	$(PY) -m bench.sse_idle
 
 bench-quality: venv  ## OCR quality per category (CER, word-box IoU) against issue 17's floors
 	$(PY) -m bench.quality

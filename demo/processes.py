@@ -1,4 +1,4 @@
-"""The four services as local processes: start, wait until /readyz answers, stop by PID (or SIGKILL them)."""
+"""The services as local processes: start, wait until /readyz answers, stop by PID (or SIGKILL them)."""
 import os
 import signal
 import socket
@@ -102,6 +102,13 @@ def build_services(env: dict[str, str], log_dir: Path, *, workers: int = 2, inge
             env | {"OCRSTREAM_PROBE_PORT": str(port), "OCRSTREAM_WORKER_ID": f"worker-{i + 1}"},
             f"http://127.0.0.1:{port}", log_dir)
     return services
+
+
+def notifier_service(env: dict[str, str], log_dir: Path, *, probe_port: int = 9110) -> ServiceProcess:
+    """The webhook notifier (the settings' default probe port 9110); not part of build_services: it only
+    matters to batches that name a webhook_url, and tenants need signing secrets in its env."""
+    return ServiceProcess("notifier", "services.notifier", env | {"OCRSTREAM_PROBE_PORT": str(probe_port)},
+                          f"http://127.0.0.1:{probe_port}", log_dir)
 
 
 def scrape_histogram(probe_urls: list[str], name: str, **labels: str) -> tuple[float, int]:

@@ -650,7 +650,8 @@ def _tree(pid: int) -> list[tuple[int, int]]:
 
 
 def stop_stack(s: StackSettings, components: list[str] | None = None) -> None:
-    """Stop the recorded processes: stop signal, up to stop_timeout, then SIGKILL; remove their pidfiles."""
+    """Stop the recorded processes of `components` (None: all of them): stop signal, up to stop_timeout, then
+    SIGKILL; remove their pidfiles."""
     if not (s.dir / "run").is_dir():
         return  # never started
     with _locked(s):
@@ -659,7 +660,7 @@ def stop_stack(s: StackSettings, components: list[str] | None = None) -> None:
 
 def _stop(s: StackSettings, components: list[str] | None) -> None:
     t0 = time.monotonic()
-    names = components or [c.name for c in COMPONENTS]
+    names = [c.name for c in COMPONENTS] if components is None else components  # [] stops nothing
     victims: dict[str, list[tuple[int, int]]] = {}  # component -> its process tree, leader first
     for name in names:
         rec = _running(s, name)

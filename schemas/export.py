@@ -28,6 +28,8 @@ CONTRACTS: dict[str, type[BaseModel] | TypeAdapter] = {
     "api.BatchPublic": api.BatchPublic,
     "api.FileResultsPublic": api.FileResultsPublic,
     "api.SearchResults": api.SearchResults,
+    "api.WebhookDeliveriesPublic": api.WebhookDeliveriesPublic,
+    "api.WebhookEvent": api.WebhookEvent,
 }
 
 

@@ -38,6 +38,7 @@ class BatchProgress(Message):
     updated_at: datetime
     finished_at: datetime | None = None
     version: int = Field(ge=0, description="0 is ingest's 'pending' snapshot at acceptance; the persister's start at 1")
+    webhook_url: str | None = Field(None, description="Where the notifier POSTs this batch's terminal status")
 
     @property
     def processed_files(self) -> int:

@@ -11,6 +11,7 @@ The flow, top to bottom:
 import logging
 import os
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -59,6 +60,7 @@ _STORE_ERRORS = (MinioException, urllib3.exceptions.HTTPError, OSError)
 _FLUSH_GRACE_S = 1.0  # librdkafka expires records on its own timer; wait past it, so none is left queued
 _READY_TTL_S = 5.0
 _OPTION_DEFAULTS = BatchOptions()
+WEBHOOK_URL_MAX_CHARS = 2048
 
 
 class BatchRejected(HTTPException):
@@ -119,12 +121,14 @@ def create_batch(
     embeddings: Annotated[bool, Form(description="Compute text embeddings")] = _OPTION_DEFAULTS.embeddings,
     min_confidence: Annotated[float | None, Form(description="Mark pages whose mean word confidence (0..1) is "
                                                              "below this as needs_review")] = _OPTION_DEFAULTS.min_confidence,
+    webhook_url: Annotated[str | None, Form(max_length=WEBHOOK_URL_MAX_CHARS, description=(
+        "http(s) URL the batch's terminal status is POSTed to, signed (Standard Webhooks headers)"))] = None,
 ) -> BatchAccepted:
     started = time.perf_counter()
     options = _batch_options(languages=languages, pdf_dpi=pdf_dpi, embeddings=embeddings, min_confidence=min_confidence)
     accepted = accept_batch(
         files, tenant=tenant, name=name, chunk_size=chunk_size or settings.default_chunk_size, options=options,
-        settings=settings, producer=producer, s3=s3,
+        settings=settings, producer=producer, s3=s3, webhook_url=_webhook_url(webhook_url),
     )
     SECONDS_TO_ACCEPT.observe(time.perf_counter() - started)
     return accepted
@@ -140,6 +144,7 @@ def accept_batch(
     settings: IngestSettings,
     producer: Producer,
     s3: Minio,
+    webhook_url: str | None = None,
 ) -> BatchAccepted:
     """Steps 1-5 of the module docstring. Raises BatchRejected; on any failure nothing stays stored."""
     # 1. Check everything before storing anything.
@@ -160,7 +165,7 @@ def accept_batch(
 
         # 3. Announce the batch; acknowledged records are durable, so the 202 can follow.
         #    (4. Any exception out of this block deletes what step 2 stored: see _deleted_on_failure.)
-        created, chunks = plan_batch(batch_id, tenant, name, stored, chunk_size, options)
+        created, chunks = plan_batch(batch_id, tenant, name, stored, chunk_size, options, webhook_url)
         try:
             _announce(producer, settings, created, chunks)
         except (DeliveryFailed, KafkaException) as exc:
@@ -184,6 +189,19 @@ def _batch_options(**fields: Any) -> BatchOptions:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
         ) from exc
+
+
+def _webhook_url(value: str | None) -> str | None:
+    """An absolute http(s) URL with a host, or None when the field is absent or blank."""
+    if value is None or not value.strip():
+        return None
+    parsed = urllib.parse.urlsplit(value.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise RequestValidationError([{
+            "type": "url_scheme", "loc": ("body", "webhook_url"), "input": value,
+            "msg": "webhook_url must be an absolute http:// or https:// URL with a host",
+        }])
+    return value.strip()
 
 
 def _check_request(uploads: list[UploadFile], chunk_size: int, settings: IngestSettings) -> None:

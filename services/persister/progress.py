@@ -18,4 +18,5 @@ def progress_from_row(row: dict) -> BatchProgress:
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
         version=row["version"],
+        webhook_url=row["webhook_url"],
     )

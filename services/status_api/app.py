@@ -1,27 +1,33 @@
-"""status_api ★: batch status from the progress view, per-file results and similarity search from Postgres.
+"""status_api ★: batch status, live progress (SSE, long poll) from the progress view; per-file results, hybrid
+search and webhook deliveries from Postgres (read-only: the persister applies the migrations).
 
-create_app builds nothing at import; the lifespan builds every client (view, materializer, pool, embedder),
-so each test gets its own. Routes are thin: the view and queries modules do the work.
+create_app builds nothing at import; the lifespan builds every client (view, subscriptions, materializer, pool,
+embedder), so each test gets its own. Routes are thin: the view, live and queries modules do the work.
 """
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from psycopg import Connection, OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from common.db import apply_migrations, build_pool
+from common.db import build_pool
 from common.embedding import Embedder, build_embedder
 from common.http import TenantDep, probe_router
 from common.observability import RequestMetrics
-from schemas.api import BatchPublic, FileResultsPublic, ProblemDetail, SearchResults
+from schemas.api import BatchPublic, FileResultsPublic, ProblemDetail, SearchResults, WebhookDeliveriesPublic
 from schemas.base import utc_now
+from schemas.progress import BatchProgress
 from services.status_api import queries
+from services.status_api.live import progress_stream, wait_for_newer
 from services.status_api.materializer import ProgressMaterializer
-from services.status_api.settings import RESULTS_PAGE_SIZE_MAX, StatusSettings
+from services.status_api.settings import LONG_POLL_MAX_SECONDS, RESULTS_PAGE_SIZE_MAX, StatusSettings
+from services.status_api.subscriptions import ProgressSubscriptions
 from services.status_api.view import ProgressView, batch_public
 
 __all__ = ["create_app"]
@@ -46,11 +52,11 @@ def create_app(settings: StatusSettings) -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: StatusSettings = app.state.settings
     with ExitStack() as stack:
-        app.state.view = ProgressView()
+        app.state.subscriptions = ProgressSubscriptions(asyncio.get_running_loop(), settings.sse_queue_size)
+        app.state.view = ProgressView(on_change=app.state.subscriptions.publish)
         app.state.materializer = ProgressMaterializer(settings, app.state.view)
         app.state.materializer.start()
         stack.callback(app.state.materializer.stop)
-        apply_migrations(settings)
         app.state.pool = build_pool(settings, name="status_api")
         stack.callback(app.state.pool.close)
         app.state.embedder = build_embedder(settings.embedder)
@@ -84,7 +90,7 @@ def _settings(request: Request) -> StatusSettings:
     return request.app.state.settings
 
 
-def _loaded_view(request: Request) -> ProgressView:
+async def _loaded_view(request: Request) -> ProgressView:
     """The progress view, once it has caught up: before that it may hold old versions, so answer 503."""
     if not request.app.state.materializer.ready:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "status view is still loading, retry shortly",
@@ -103,10 +109,15 @@ def _embedder(request: Request) -> Embedder:
     return request.app.state.embedder
 
 
+async def _subscriptions(request: Request) -> ProgressSubscriptions:
+    return request.app.state.subscriptions
+
+
 SettingsDep = Annotated[StatusSettings, Depends(_settings)]
 ViewDep = Annotated[ProgressView, Depends(_loaded_view)]
 ConnectionDep = Annotated[Connection, Depends(_connection)]
 EmbedderDep = Annotated[Embedder, Depends(_embedder)]
+SubscriptionsDep = Annotated[ProgressSubscriptions, Depends(_subscriptions)]
 
 _UNAUTHORIZED = {401: {"model": ProblemDetail, "description": "missing or unknown API key"}}
 _NOT_FOUND = {404: {"model": ProblemDetail, "description": "no such batch for this API key's tenant"}}
@@ -118,6 +129,13 @@ def _batch_not_found(batch_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"batch {batch_id} not found")
 
 
+def _visible(view: ProgressView, tenant: str, batch_id: str) -> BatchProgress:
+    progress = view.get(batch_id)
+    if progress is None or progress.tenant != tenant:
+        raise _batch_not_found(batch_id)
+    return progress
+
+
 # --- routes -------------------------------------------------------------------------------------------------
 
 router = APIRouter(prefix="/v1", tags=["status"])
@@ -125,11 +143,56 @@ router = APIRouter(prefix="/v1", tags=["status"])
 
 @router.get("/batches/{batch_id}", response_model=BatchPublic,
             responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
-def get_batch(batch_id: str, tenant: TenantDep, view: ViewDep) -> BatchPublic:
-    progress = view.get(batch_id)
-    if progress is None or progress.tenant != tenant:
-        raise _batch_not_found(batch_id)
+async def get_batch(
+    batch_id: str,
+    tenant: TenantDep,
+    view: ViewDep,
+    subscriptions: SubscriptionsDep,
+    wait: Annotated[float | None, Query(gt=0, le=LONG_POLL_MAX_SECONDS, description=(
+        "Long poll: hold the answer up to this many seconds until the version exceeds after_version"))] = None,
+    after_version: Annotated[int | None, Query(ge=0, description=(
+        "With wait: the version the client holds; default the current one (wait for any change)"))] = None,
+) -> BatchPublic:
+    progress = _visible(view, tenant, batch_id)
+    if wait is not None:
+        held = progress.version if after_version is None else after_version
+        progress = await wait_for_newer(view, subscriptions, batch_id, held, wait) or progress
     return batch_public(progress, utc_now())
+
+
+@router.get("/batches/{batch_id}/events", response_class=EventSourceResponse,
+            responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE | {200: {
+                "content": {"text/event-stream": {}},
+                "description": "Server-Sent Events: one `progress` event per new version (id = version, data = "
+                               "the status body); ends after the terminal one"}})
+async def batch_events(
+    batch_id: str,
+    tenant: TenantDep,
+    view: ViewDep,
+    subscriptions: SubscriptionsDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, description=(
+        "Resume: only versions above this one are sent (browsers send it on reconnect)"))] = None,
+) -> EventSourceResponse:
+    _visible(view, tenant, batch_id)
+
+    async def events():
+        async for progress in progress_stream(view, subscriptions, batch_id, last_event_id or -1):
+            yield ServerSentEvent(data=batch_public(progress, utc_now()).model_dump_json(), event="progress",
+                                  id=str(progress.version))
+
+    return EventSourceResponse(events(), ping=settings.sse_ping_seconds)
+
+
+@router.get("/batches/{batch_id}/webhook-deliveries", response_model=WebhookDeliveriesPublic,
+            responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
+def get_webhook_deliveries(batch_id: str, tenant: TenantDep, conn: ConnectionDep, request: Request
+                           ) -> WebhookDeliveriesPublic:
+    """Every notification owed for the batch, with each attempt's answer; empty while none is due."""
+    deliveries = queries.webhook_deliveries(conn, tenant, batch_id)
+    if not deliveries and not queries.batch_exists_for_tenant(conn, tenant, batch_id):
+        _visible(request.app.state.view, tenant, batch_id)  # accepted but not yet persisted: empty, not 404
+    return WebhookDeliveriesPublic(batch_id=batch_id, data=deliveries)
 
 
 @router.get("/batches/{batch_id}/results", response_model=FileResultsPublic,
@@ -159,9 +222,18 @@ def search(
     tenant: TenantDep,
     conn: ConnectionDep,
     embedder: EmbedderDep,
+    settings: SettingsDep,
     q: Annotated[str, Query(min_length=1, max_length=500, pattern=r"\S", description="what to look for")],
     k: Annotated[int, Query(ge=1, le=100, description="how many pages to return")] = 10,
+    batch_id: Annotated[str | None, Query(max_length=100, description="only this batch's pages")] = None,
+    file_id: Annotated[str | None, Query(max_length=100, description="only this file's pages")] = None,
+    lang: Annotated[str | None, Query(pattern=r"^[a-z_]{3,8}$", description=(
+        "only pages of batches OCRed with this Tesseract language, e.g. kor or eng"))] = None,
 ) -> SearchResults:
-    """The caller's pages most similar in meaning to q (any language the embedder knows), best first."""
+    """The caller's pages best matching q, best first: the exact text (spaces and case ignored, so Korean
+    spacing does not matter), OCR look-alikes, and pages close in meaning in any language, fused by rank."""
     [embedding] = embedder.embed([q])
-    return SearchResults(query=q, data=queries.search_pages(conn, tenant, embedding, k))
+    filters = queries.SearchFilters(batch_id=batch_id, file_id=file_id, language=lang)
+    return SearchResults(query=q, data=queries.search_pages(
+        conn, tenant, q, embedding, k=k, filters=filters, candidates=settings.search_candidates,
+        rrf_k=settings.search_rrf_k))

@@ -1,18 +1,20 @@
-"""Read-only SQL over the table contract (schemas/db/001_init.sql). Each function receives its connection.
+"""Read-only SQL over the table contract (schemas/db/*.sql). Each function receives its connection.
 
 Every query filters by tenant: a batch of another tenant is indistinguishable from one that does not exist.
 """
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import groupby
 
 from pgvector import Vector
-from psycopg import Connection
+from psycopg import Connection, sql
 from psycopg.rows import dict_row
 
-from schemas.api import FileResultPublic, PagePublic, SearchHit
+from schemas.api import FileResultPublic, PagePublic, SearchHit, TextSpan, WebhookDeliveryPublic
 from schemas.results import BoundingBox, Word
+from services.status_api import matching
 
-__all__ = ["batch_exists_for_tenant", "file_results", "search_pages"]
+__all__ = ["SearchFilters", "batch_exists_for_tenant", "file_results", "search_pages", "webhook_deliveries"]
 
 SNIPPET_CHARS = 200
 PAGE_SEPARATOR = "\f"  # between pages in FileResultPublic.text
@@ -105,22 +107,103 @@ def _words_by_page(cur, file_ids: list[str]) -> dict[tuple[str, int], list[Word]
     }
 
 
-def search_pages(conn: Connection, tenant: str, embedding: Sequence[float], k: int) -> list[SearchHit]:
-    """The k pages of the tenant nearest to `embedding` by cosine distance (score = 1 - distance)."""
-    with conn.transaction():
-        # The HNSW index filters by tenant after the scan; iterative scans (pgvector >= 0.8) keep scanning
-        # until k rows pass the filter, so a small tenant in a large table still gets k hits, in exact order.
-        conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-        with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                """
-                SELECT p.batch_id, p.file_id, f.original_name, p.page_number,
-                       1 - (p.embedding <=> %(query)s) AS score, left(p.text, %(snippet)s) AS snippet
-                FROM pages p JOIN files f ON f.file_id = p.file_id
-                WHERE p.tenant = %(tenant)s AND p.embedding IS NOT NULL
-                ORDER BY p.embedding <=> %(query)s
-                LIMIT %(k)s
-                """,
-                {"query": Vector(list(embedding)), "tenant": tenant, "snippet": SNIPPET_CHARS, "k": k},
-            ).fetchall()
-    return [SearchHit(**row) for row in rows]
+@dataclass(frozen=True)
+class SearchFilters:
+    batch_id: str | None = None
+    file_id: str | None = None
+    language: str | None = None  # a Tesseract language the page's batch was OCRed with, e.g. kor
+
+
+def search_pages(conn: Connection, tenant: str, query: str, embedding: Sequence[float], *, k: int,
+                 filters: SearchFilters, candidates: int, rrf_k: int) -> list[SearchHit]:
+    """The tenant's k best pages for `query`: exact/trigram text matches and nearest embeddings, fused by RRF.
+
+    1. lexical: pages whose whitespace-free text contains the whitespace-free query, then trigram look-alikes
+       (OCR misreads), by word similarity; 2. semantic: nearest by cosine (HNSW); 3. reciprocal rank fusion;
+    4. the k winners' text, similarity, snippet, and the word boxes of the exact match.
+    """
+    needle = matching.compact(query)
+    where, params = _search_filters(tenant, filters)
+    params |= {"needle": needle, "pattern": matching.like_pattern(needle), "vector": Vector(list(embedding)),
+               "n": candidates}
+    with conn.transaction(), conn.cursor() as cur:
+        lexical = [tuple(r) for r in cur.execute(sql.SQL(
+            """SELECT p.file_id, p.page_number FROM pages p
+               WHERE {where} AND (p.text_compact LIKE %(pattern)s OR %(needle)s <%% p.text_compact)
+               ORDER BY p.text_compact LIKE %(pattern)s DESC, word_similarity(%(needle)s, p.text_compact) DESC,
+                        p.file_id, p.page_number
+               LIMIT %(n)s""").format(where=where), params)] if needle else []
+        # The HNSW index filters after the scan; iterative scans (pgvector >= 0.8) keep scanning until enough
+        # rows pass the filter, so a small tenant or batch in a large table still gets its candidates in order.
+        cur.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        semantic = [tuple(r) for r in cur.execute(sql.SQL(
+            """SELECT p.file_id, p.page_number FROM pages p
+               WHERE {where} AND p.embedding IS NOT NULL
+               ORDER BY p.embedding <=> %(vector)s LIMIT %(n)s""").format(where=where), params)]
+    fused = matching.fuse_ranks([lexical, semantic], rrf_k)[:k]
+    if not fused:
+        return []
+    pages = _hit_pages(conn, tenant, [key for key, _ in fused], params["vector"])
+    lexical_rank = {key: rank for rank, key in enumerate(lexical, start=1)}
+    semantic_rank = {key: rank for rank, key in enumerate(semantic, start=1)}
+    spans = {key: matching.match_span(pages[key]["text"], query) for key, _ in fused}
+    with conn.cursor(row_factory=dict_row) as cur:
+        words = _words_by_page(cur, sorted({key[0] for key, span in spans.items() if span is not None}))
+    hits = []
+    for key, score in fused:
+        page, span = pages[key], spans[key]
+        text, shifted = matching.snippet(page["text"], span, SNIPPET_CHARS)
+        hits.append(SearchHit(
+            batch_id=page["batch_id"], file_id=key[0], original_name=page["original_name"], page_number=key[1],
+            score=score, similarity=page["similarity"], lexical_rank=lexical_rank.get(key),
+            semantic_rank=semantic_rank.get(key), snippet=text,
+            match=TextSpan(start=shifted[0], end=shifted[1]) if shifted else None,
+            match_words=matching.words_covering(page["text"], words.get(key, []), span) if span else [],
+        ))
+    return hits
+
+
+def _search_filters(tenant: str, filters: SearchFilters) -> tuple[sql.Composable, dict]:
+    clauses = [sql.SQL("p.tenant = %(tenant)s")]
+    if filters.batch_id is not None:
+        clauses.append(sql.SQL("p.batch_id = %(batch_id)s"))
+    if filters.file_id is not None:
+        clauses.append(sql.SQL("p.file_id = %(file_id)s"))
+    if filters.language is not None:
+        clauses.append(sql.SQL(
+            "p.batch_id IN (SELECT batch_id FROM batches WHERE tenant = %(tenant)s"
+            " AND %(language)s = ANY(string_to_array(options->>'languages', '+')))"))
+    params = {"tenant": tenant, "batch_id": filters.batch_id, "file_id": filters.file_id, "language": filters.language}
+    return sql.SQL(" AND ").join(clauses), params
+
+
+def _hit_pages(conn: Connection, tenant: str, keys: list[tuple[str, int]], vector: Vector) -> dict[tuple[str, int], dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT p.batch_id, p.file_id, p.page_number, f.original_name, p.text,
+                      1 - (p.embedding <=> %(vector)s) AS similarity
+               FROM pages p JOIN files f ON f.file_id = p.file_id
+               JOIN unnest(%(files)s::text[], %(pages)s::int[]) AS k(file_id, page_number)
+                 ON k.file_id = p.file_id AND k.page_number = p.page_number
+               WHERE p.tenant = %(tenant)s""",
+            {"vector": vector, "files": [f for f, _ in keys], "pages": [n for _, n in keys], "tenant": tenant},
+        ).fetchall()
+    return {(r["file_id"], r["page_number"]): r for r in rows}
+
+
+def webhook_deliveries(conn: Connection, tenant: str, batch_id: str) -> list[WebhookDeliveryPublic]:
+    """The batch's webhook deliveries, oldest first, each with its attempts in order."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT d.delivery_id, d.event_type, d.url, d.status, d.created_at, d.delivered_at, d.last_error,
+                      CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+                      coalesce(jsonb_agg(jsonb_build_object(
+                          'attempt', a.attempt, 'attempted_at', a.attempted_at, 'status_code', a.status_code,
+                          'error', a.error, 'duration_ms', a.duration_ms) ORDER BY a.attempt)
+                        FILTER (WHERE a.attempt IS NOT NULL), '[]') AS attempts
+               FROM webhook_deliveries d LEFT JOIN webhook_attempts a ON a.delivery_id = d.delivery_id
+               WHERE d.tenant = %s AND d.batch_id = %s
+               GROUP BY d.delivery_id ORDER BY d.created_at, d.delivery_id""",
+            (tenant, batch_id),
+        ).fetchall()
+    return [WebhookDeliveryPublic(**row) for row in rows]

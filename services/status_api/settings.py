@@ -3,6 +3,7 @@ from pydantic import Field
 from common.settings import Settings
 
 RESULTS_PAGE_SIZE_MAX = 1000  # bounds one /results answer: a page of files with all their pages' text
+LONG_POLL_MAX_SECONDS = 60  # bounds ?wait= on GET /v1/batches/{id}: below common proxy idle timeouts
 
 
 class StatusSettings(Settings):
@@ -15,3 +16,10 @@ class StatusSettings(Settings):
     database_wait_seconds: float = Field(
         5.0, gt=0, description="How long a request waits for a pooled connection before answering 503"
     )
+    sse_ping_seconds: float = Field(15.0, gt=0, description="Keep-alive comment interval on an idle SSE stream")
+    sse_queue_size: int = Field(
+        256, ge=1, description="Snapshots held for one slow SSE client; beyond that its oldest unsent one is dropped"
+    )
+    search_candidates: int = Field(100, ge=1, le=1000, description="Pages each ranking (lexical, semantic) "
+                                                                   "contributes to the fusion")
+    search_rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: score = sum 1/(k + rank)")

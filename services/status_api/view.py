@@ -1,8 +1,9 @@
-"""The status view: the highest version of every batch's progress snapshot, and waiters on its changes.
+"""The status view: the highest version of every batch's progress snapshot, and a hook on its changes.
 
 Pure (no I/O library): the materializer feeds it, the routes read it, unit tests call it directly.
 """
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from schemas.api import BatchPublic
@@ -16,43 +17,33 @@ class ProgressView:
 
     Snapshots are absolute, so keeping the highest version makes replays and duplicates idempotent:
     a lower or equal version never replaces what is there, and the view never goes backwards.
+    `on_change` is called with every snapshot that changed the view, in version order per batch, outside the
+    lock (live streams subscribe through it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[BatchProgress], None] | None = None) -> None:
         self._batches: dict[str, BatchProgress] = {}
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._on_change = on_change
 
     def apply(self, progress: BatchProgress) -> bool:
         """Keep `progress` if it is newer than what the view holds; True when the view changed."""
-        with self._changed:
+        with self._lock:
             current = self._batches.get(progress.batch_id)
             if current is not None and current.version >= progress.version:
                 return False
             self._batches[progress.batch_id] = progress
-            self._changed.notify_all()
-            return True
+        if self._on_change is not None:
+            self._on_change(progress)
+        return True
 
     def get(self, batch_id: str) -> BatchProgress | None:
-        with self._changed:
+        with self._lock:
             return self._batches.get(batch_id)
 
     def __len__(self) -> int:
-        with self._changed:
+        with self._lock:
             return len(self._batches)
-
-    def wait_for_change(self, batch_id: str, after_version: int, timeout: float) -> BatchProgress | None:
-        """Block until the batch has a version above `after_version`, or `timeout` seconds pass.
-
-        Returns the batch's current snapshot either way (None if the view has never seen it); the caller
-        compares its version to know which happened.
-        """
-        def changed() -> bool:
-            current = self._batches.get(batch_id)
-            return current is not None and current.version > after_version
-
-        with self._changed:
-            self._changed.wait_for(changed, timeout)
-            return self._batches.get(batch_id)
 
 
 def batch_public(progress: BatchProgress, now: datetime) -> BatchPublic:

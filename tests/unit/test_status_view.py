@@ -1,10 +1,13 @@
-"""services.status_api.view: highest version wins, percent and ETA, waiters on change."""
+"""services.status_api.view and .live: highest version wins, percent and ETA, streams and long polls on change."""
+import asyncio
 import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from schemas.progress import BatchProgress, BatchStatus
+from services.status_api.live import progress_stream, wait_for_newer
+from services.status_api.subscriptions import ProgressSubscriptions
 from services.status_api.view import ProgressView, batch_public
 
 pytestmark = pytest.mark.unit
@@ -46,36 +49,76 @@ class TestProgressView:
         assert (view.get("b1").version, view.get("b2").version, len(view)) == (2, 5, 2)
         assert view.get("unknown") is None
 
-    def test_a_waiter_wakes_when_the_batch_gets_a_higher_version(self):
-        view = ProgressView()
-        view.apply(snapshot(1))
-        waiting = threading.Event()
-        seen: list[BatchProgress | None] = []
+    def test_on_change_sees_each_applied_snapshot_once_in_version_order(self):
+        seen: list[tuple[str, int]] = []
+        view = ProgressView(on_change=lambda p: seen.append((p.batch_id, p.version)))
+        for progress in (snapshot(1), snapshot(3), snapshot(2), snapshot(3), snapshot(1, batch_id="b2"), snapshot(4)):
+            view.apply(progress)
+        assert seen == [("b1", 1), ("b1", 3), ("b2", 1), ("b1", 4)]
 
-        def wait() -> None:
-            waiting.set()
-            seen.append(view.wait_for_change("b1", after_version=1, timeout=30))
 
-        waiter = threading.Thread(target=wait)
-        waiter.start()
-        waiting.wait(5)
-        view.apply(snapshot(1, batch_id="other-batch"))  # another batch's change does not satisfy it
-        view.apply(snapshot(1))  # a replay does not either
-        view.apply(snapshot(2, succeeded=1))
-        waiter.join(10)
-        assert not waiter.is_alive(), "the waiter was not woken by the new version"
-        assert seen[0].version == 2
+class TestLiveProgress:
+    """live.progress_stream / wait_for_newer over a view and its subscriptions, on one event loop."""
 
-    def test_wait_returns_at_once_when_the_view_is_already_newer(self):
-        view = ProgressView()
-        view.apply(snapshot(4))
-        assert view.wait_for_change("b1", after_version=2, timeout=30).version == 4
+    @staticmethod
+    def run(scenario):
+        async def main():
+            subscriptions = ProgressSubscriptions(asyncio.get_running_loop(), queue_size=8)
+            view = ProgressView(on_change=subscriptions.publish)
+            return await scenario(view, subscriptions)
+        return asyncio.run(main())
 
-    def test_wait_times_out_with_the_unchanged_snapshot(self):
-        view = ProgressView()
-        view.apply(snapshot(4))
-        assert view.wait_for_change("b1", after_version=4, timeout=0.01).version == 4
-        assert view.wait_for_change("never-seen", after_version=0, timeout=0.01) is None
+    def test_a_stream_yields_every_new_version_in_order_and_ends_after_the_terminal_one(self):
+        async def scenario(view, subscriptions):
+            view.apply(snapshot(2, succeeded=2))
+            received: list[int] = []
+
+            async def consume():
+                async for progress in progress_stream(view, subscriptions, "b1", after_version=0):
+                    received.append(progress.version)
+
+            task = asyncio.create_task(consume())
+            while len(subscriptions) == 0:  # the stream has subscribed
+                await asyncio.sleep(0)
+            for progress in (snapshot(3), snapshot(1), snapshot(4), snapshot(5, batch_id="other"),
+                             snapshot(6, succeeded=10, status=BatchStatus.COMPLETED, finished=True),
+                             snapshot(7, succeeded=10, status=BatchStatus.COMPLETED, finished=True)):
+                await asyncio.to_thread(view.apply, progress)  # from another thread, as the materializer does
+            await asyncio.wait_for(task, 5)
+            return received, len(subscriptions)
+
+        received, left_open = self.run(scenario)
+        assert received[:3] == [2, 3, 4] and received[3] == 6 and len(received) == 4
+        assert left_open == 0
+
+    def test_a_stream_resumes_after_the_version_the_client_holds(self):
+        async def scenario(view, subscriptions):
+            view.apply(snapshot(5, succeeded=10, status=BatchStatus.COMPLETED, finished=True))
+            return [p.version async for p in progress_stream(view, subscriptions, "b1", after_version=4)]
+
+        assert self.run(scenario) == [5]
+
+    def test_a_stream_resumed_at_the_terminal_version_ends_at_once(self):
+        async def scenario(view, subscriptions):
+            view.apply(snapshot(5, succeeded=10, status=BatchStatus.COMPLETED, finished=True))
+            return [p.version async for p in progress_stream(view, subscriptions, "b1", after_version=5)]
+
+        assert self.run(scenario) == []
+
+    def test_a_long_poll_returns_at_once_when_newer_wakes_on_change_and_times_out_unchanged(self):
+        async def scenario(view, subscriptions):
+            view.apply(snapshot(4))
+            at_once = await wait_for_newer(view, subscriptions, "b1", after_version=2, timeout=30)
+            timed_out = await wait_for_newer(view, subscriptions, "b1", after_version=4, timeout=0.05)
+            never_seen = await wait_for_newer(view, subscriptions, "nope", after_version=0, timeout=0.05)
+            waiter = asyncio.create_task(wait_for_newer(view, subscriptions, "b1", after_version=4, timeout=30))
+            while len(subscriptions) == 0:  # the waiter has subscribed
+                await asyncio.sleep(0)
+            await asyncio.to_thread(view.apply, snapshot(5))
+            woken = await asyncio.wait_for(waiter, 5)
+            return at_once.version, timed_out.version, never_seen, woken.version
+
+        assert self.run(scenario) == (4, 4, None, 5)
 
 
 class TestBatchPublic:

@@ -1,0 +1,1 @@
+"""notifier: terminal and milestone progress snapshots → signed webhook deliveries, retried, logged in Postgres."""
