@@ -8,7 +8,7 @@ pytestmark = pytest.mark.unit
 
 
 def word(text: str, x: int) -> Word:
-    return Word(text=text, confidence=90.0, bbox=BoundingBox(x=x, y=0, width=10, height=10))
+    return Word(text=text, confidence=0.9, bbox=BoundingBox(x=x, y=0, width=10, height=10))
 
 
 def test_compact_drops_every_whitespace_and_case():
