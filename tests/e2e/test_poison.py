@@ -9,13 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from ocrstream import cli
+from typer.testing import CliRunner
 
 from common.settings import Settings
 from demo.processes import client_for, isolated_env, running_services
 from schemas.results import FailureReason
-from services.dlq.__main__ import main as dlq_main
-from services.dlq.replay import list_dead_letters
 from schemas.topics import Topic, decode
+from services.dlq.replay import list_dead_letters
 from tests import poison_engine
 from tests.helpers import file_row_counts, read_topic
 
@@ -97,8 +98,9 @@ def test_a_dead_lettered_file_replayed_after_the_fix_is_persisted_exactly_once(p
                 and decode(Topic.OCR_CHUNKS, d.original_value()).batch_id == batch["batch_id"]]
 
     Path(env["OCRSTREAM_TEST_FIXED_FLAG"]).touch()  # the cause is fixed
-    assert dlq_main(["replay", letter.position]) == 0
-    assert dlq_main(["replay", letter.position]) == 0  # a second replay changes nothing more
+    for _ in range(2):  # a second replay changes nothing more
+        replayed = CliRunner().invoke(cli.app, ["dlq", "replay", letter.position])
+        assert replayed.exit_code == 0 and '"replayed": 1' in replayed.output, replayed.output
 
     def persisted():
         return file_row_counts(settings, batch["batch_id"])

@@ -192,6 +192,42 @@ def search(
     out.print(table)
 
 
+dlq_app = typer.Typer(help="The dead-letter topic, for operators: where the server package (ocrstream-server) is "
+                      "installed, with the cluster's OCRSTREAM_* settings.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _dlq(argv: list[str]) -> None:
+    try:
+        from services.dlq.__main__ import main as dlq_main  # the server's tool: it reads and writes Kafka itself
+    except ImportError:
+        _fail("the dlq commands need the server package: pip install ocrstream-server (or run them where it is)")
+    raise typer.Exit(dlq_main(argv))
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """One JSON line per dead-lettered record: its position (partition:offset), source, reason, files."""
+    _dlq(["list"])
+
+
+@dlq_app.command("show")
+def dlq_show(position: str) -> None:
+    """One record whole, its original value decoded."""
+    _dlq(["show", position])
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    positions: Annotated[Optional[list[str]], typer.Argument(help="partition:offset ...")] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Every record (of --source-topic, if given)")] = False,
+    source_topic: Annotated[Optional[str], typer.Option(help="Only records that came from this topic")] = None,
+) -> None:
+    """Send records again to their source topic, after the cause is fixed (an idempotent effect)."""
+    _dlq(["replay", *(positions or []), *(["--all"] if replay_all else []),
+          *(["--source-topic", source_topic] if source_topic else [])])
+
+
 # ---- pieces ------------------------------------------------------------------------------------------------
 
 def _follow(client: Client, batch_id: str, total: int, timeout: float, *, show: bool) -> dict:
