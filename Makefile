@@ -3,12 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Tesseract with Korean + English (and the headers tesserocr builds against), fonts for the sample batch.
-APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang libtesseract-dev \
-	libleptonica-dev pkg-config fonts-nanum g++
+# Tesseract with Korean + English and orientation detection (osd), the headers tesserocr builds against,
+# fonts for the sample batch; prometheus for promtool, which tests the alert rules.
+APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang tesseract-ocr-osd \
+	libtesseract-dev libleptonica-dev pkg-config fonts-nanum g++ prometheus
 PYTEST_ARGS ?=
 
-.PHONY: demo stop test chaos bench system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
+.PHONY: demo stop test chaos bench bench-quality system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
 
 demo: venv kafka-jars  ## start the stack + services, OCR a sample batch, print the results
 	$(PY) -m demo.run
@@ -23,8 +24,13 @@ test: venv kafka-jars  ## the test suite on the real stack (started and stopped 
 chaos: venv kafka-jars  ## the SIGKILL tests at full size
 	OCRSTREAM_CHAOS_SCALE=full $(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
-bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run
+bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run; OCR quality; poison hold
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.quality
+	$(PY) -m bench.poison
+
+bench-quality: venv  ## OCR quality per category (CER, word-box IoU) against issue 17's floors
+	$(PY) -m bench.quality
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -36,11 +42,13 @@ system-deps:
 
 venv: system-deps $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# tesserocr from source: the PyPI wheel bundles its own libtesseract that finds no Korean model.
 	$(VENV)/bin/pip install -q --no-binary tesserocr -e '.[dev]'
+	# The client SDK and CLI, a distribution of their own (what users install).
+	$(VENV)/bin/pip install -q -e clients/python
 	touch $@
 
 kafka-jars: venv

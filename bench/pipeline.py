@@ -19,10 +19,9 @@ from common.embedding import build_embedder  # noqa: E402
 from common.kafka import ensure_topics  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from common.storage import build_s3_client, ensure_bucket  # noqa: E402
-from demo.processes import isolated_env, running_services, scrape_histogram  # noqa: E402
+from demo.processes import client_for, isolated_env, running_services, scrape_histogram  # noqa: E402
 from demo.sample_batch import render_sample_batch  # noqa: E402
 from deploy.devstack import StackSettings, stack_endpoints, start_stack, stop_stack  # noqa: E402
-from ocrstream import OcrstreamClient  # noqa: E402
 from services.ocr_worker.engine import build_engine  # noqa: E402
 from services.ocr_worker.pages import decode_pages  # noqa: E402
 
@@ -63,7 +62,7 @@ def main() -> None:
               f"→ {args.workers} processes at most {single * args.workers:.2f} files/s on {os.cpu_count()} cores")
 
         with running_services(env, work / "logs", workers=args.workers) as services:
-            with OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
+            with client_for(services) as client:
                 small = [s.path for s in samples[:10]]
                 accept_times = []
                 for _ in range(7):

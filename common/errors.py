@@ -1,34 +1,33 @@
-"""One root for our errors; Kafka errors are sorted here, once, into retriable / abort / fatal."""
-from enum import Enum
+"""Every error of ours, sorted once: retriable (may pass: try again), final for one file, or fatal.
 
-from confluent_kafka import KafkaError, KafkaException
+Pure: no client library is imported here. The Kafka client's errors are sorted beside the Kafka code
+(common/kafka.py `classify_kafka_error`), Postgres's beside the persister's SQL.
+"""
+from schemas.results import FailureReason
 
 
 class OcrstreamError(Exception):
     """Root of ocrstream's own errors."""
 
 
-class FatalError(OcrstreamError):
-    """The process cannot go on (fenced producer, fatal client error); exit and let the supervisor restart it."""
+class RetriableError(OcrstreamError):
+    """A dependency is away or slow (broker, object store, database): wait, then try the same work again."""
 
 
-class DeliveryFailed(OcrstreamError):
+class DeliveryFailed(RetriableError):
     """Records were not acknowledged by the broker in time; nothing may be reported as accepted."""
 
 
-class KafkaErrorKind(Enum):
-    RETRIABLE = "retriable"  # try the same operation again
-    ABORT = "abort"  # abort the transaction, rewind the consumer, begin again
-    FATAL = "fatal"  # the client is unusable (e.g. fenced by a newer instance)
+class FileFailed(OcrstreamError):
+    """Final for this one file: it ends `failed` with this reason, and the other files of its chunk go on."""
+
+    code: FailureReason = FailureReason.UNDECODABLE
+
+    def __init__(self, reason: str, code: FailureReason | None = None) -> None:
+        super().__init__(reason)
+        if code is not None:
+            self.code = code
 
 
-def classify_kafka_error(exc: KafkaException) -> KafkaErrorKind:
-    error: KafkaError = exc.args[0]
-    if error.fatal():
-        return KafkaErrorKind.FATAL
-    if error.txn_requires_abort():
-        return KafkaErrorKind.ABORT
-    if error.retriable():
-        return KafkaErrorKind.RETRIABLE
-    # Non-retriable, non-fatal errors inside a transaction leave it in doubt: aborting is always safe.
-    return KafkaErrorKind.ABORT
+class FatalError(OcrstreamError):
+    """The process cannot go on (a setting is wrong, a client is unusable); exit and let the supervisor restart it."""

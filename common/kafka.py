@@ -1,15 +1,19 @@
 """Kafka client builders, topic bootstrap, delivery checks, EOF tracking and DLQ records."""
 import base64
 import logging
+import time
+import uuid
 from collections.abc import Iterable
+from enum import Enum
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.errors import DeliveryFailed
 from common.settings import Settings
 from schemas.dlq import DlqHeader, DlqRecord
-from schemas.topics import Topic
+from schemas.base import Message as MessageModel
+from schemas.topics import Topic, encode, message_headers
 
 log = logging.getLogger(__name__)
 # librdkafka's own warnings go through Python logging, so they come out as JSON lines like everything else.
@@ -27,7 +31,8 @@ TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     """Create every topic that is missing (idempotent). Returns the names it created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _LIBRDKAFKA_LOG})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _LIBRDKAFKA_LOG,
+                         **settings.kafka_config})
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [
         NewTopic(settings.topic(t), settings.topic_partitions, settings.topic_replication_factor, config=cfg)
@@ -55,6 +60,7 @@ def build_producer(settings: Settings, *, client_id: str, transactional_id: str 
         "linger.ms": 5,  # small batches: ingest answers only after a flush
         "message.max.bytes": 16777216,  # matches the results topic's max.message.bytes
         "compression.type": "zstd",
+        **settings.kafka_config,  # security (SASL, TLS) and tuning, from OCRSTREAM_KAFKA_CONFIG
     }
     if transactional_id:
         config["transactional.id"] = transactional_id
@@ -75,13 +81,24 @@ def build_consumer(settings: Settings, *, group_id: str, client_id: str, **overr
         "max.poll.interval.ms": 600000,  # OCR of a chunk can take minutes
         "fetch.max.bytes": 33554432,
         "max.partition.fetch.bytes": 16777216,
+        **settings.kafka_config,  # security (SASL, TLS) and tuning, from OCRSTREAM_KAFKA_CONFIG
     }
     config.update(overrides)
     return Consumer(config)
 
 
-def produce_and_flush(producer: Producer, records: Iterable[tuple[str, bytes | None, bytes]], *, timeout: float) -> None:
-    """Produce (topic, key, value) records and wait for every acknowledgement; raise DeliveryFailed otherwise."""
+Headers = list[tuple[str, bytes]]
+Record = tuple[str, bytes | None, bytes, Headers]  # topic, key, value, headers
+
+
+def message_record(topic: str, key: str | bytes | None, message: MessageModel) -> Record:
+    """A contract message as a record to produce: encoded, with its schema/version/tenant/batch headers."""
+    return topic, key.encode() if isinstance(key, str) else key, encode(message), message_headers(message)
+
+
+def produce_and_flush(producer: Producer, records: Iterable[Record | tuple[str, bytes | None, bytes]], *,
+                      timeout: float) -> None:
+    """Produce (topic, key, value[, headers]) records and wait for every acknowledgement; DeliveryFailed otherwise."""
     failures: list[str] = []
     pending = 0
 
@@ -91,10 +108,11 @@ def produce_and_flush(producer: Producer, records: Iterable[tuple[str, bytes | N
         if err is not None:
             failures.append(err.str())
 
-    for topic, key, value in records:
+    for topic, key, value, *headers in records:
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                producer.produce(topic, value=value, key=key, headers=headers[0] if headers else None,
+                                 on_delivery=on_delivery)
                 pending += 1
                 break
             except BufferError:  # local queue full: let deliveries drain, then go on
@@ -105,6 +123,32 @@ def produce_and_flush(producer: Producer, records: Iterable[tuple[str, bytes | N
     if failures or pending:
         raise DeliveryFailed(f"{len(failures)} record(s) failed, {pending} unacknowledged after {timeout} s: "
                              f"{failures[:3]}")
+
+
+class KafkaErrorKind(Enum):
+    RETRIABLE = "retriable"  # try the same operation again
+    ABORT = "abort"  # abort the transaction and begin again
+    FATAL = "fatal"  # this client is unusable (e.g. fenced): build a new one
+    REFUSED = "refused"  # the broker refuses these very records (too large, invalid): trying again cannot help
+
+
+_REFUSED_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+                            KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG_SIZE})
+
+
+def classify_kafka_error(exc: KafkaException) -> KafkaErrorKind:
+    """The one sorting of the Kafka client's errors, after librdkafka's transactional API documentation."""
+    error: KafkaError = exc.args[0]
+    if error.fatal():
+        return KafkaErrorKind.FATAL
+    if error.code() in _REFUSED_CODES:
+        return KafkaErrorKind.REFUSED
+    if error.txn_requires_abort():
+        return KafkaErrorKind.ABORT
+    if error.retriable():
+        return KafkaErrorKind.RETRIABLE
+    # Non-retriable, non-fatal errors inside a transaction leave it in doubt: aborting is always safe.
+    return KafkaErrorKind.ABORT
 
 
 class PartitionEofTracker:
@@ -130,12 +174,44 @@ class PartitionEofTracker:
         return bool(self._assigned) and self._assigned <= self._at_eof
 
 
+def read_topic(settings: Settings, topic: str, *, expected: int = 0, isolation: str = "read_committed",
+               deadline_s: float = 30.0) -> list[Message]:
+    """Every record of every partition, read until EOF on all of them and at least `expected` records
+    (TimeoutError after deadline_s). For tools and tests: a consumer group of its own, nothing committed."""
+    consumer = build_consumer(settings, group_id=f"reader-{uuid.uuid4().hex}", client_id="topic-reader",
+                              **{"enable.partition.eof": True, "isolation.level": isolation})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assignment = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        consumer.assign(assignment)
+        eof = PartitionEofTracker()
+        eof.assigned(assignment)
+        records: list[Message] = []
+        deadline = time.monotonic() + deadline_s
+        while not (eof.caught_up and len(records) >= expected):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {len(records)}/{expected} records, caught up: {eof.caught_up}")
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    eof.reached_eof(msg.topic(), msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            records.append(msg)
+        return records
+    finally:
+        consumer.close()
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
 
-def dlq_record(msg: Message, *, reason: str, error: BaseException, service: str) -> DlqRecord:
-    """The original record, whole, with why it could not be processed."""
+def dlq_record(msg: Message, *, reason: str, error: BaseException | str, service: str, attempts: int = 1,
+               file_ids: list[str] | None = None) -> DlqRecord:
+    """The original record, whole, with why it could not be processed (`error`: the exception or its kind)."""
     return DlqRecord(
         source_topic=msg.topic(),
         partition=msg.partition(),
@@ -144,6 +220,8 @@ def dlq_record(msg: Message, *, reason: str, error: BaseException, service: str)
         value_b64=_b64(msg.value()),
         headers=[DlqHeader(key=k, value_b64=_b64(v)) for k, v in (msg.headers() or [])],
         reason=reason,
-        error_class=type(error).__name__,
+        error_class=error if isinstance(error, str) else type(error).__name__,
         service=service,
+        attempts=attempts,
+        file_ids=file_ids or [],
     )

@@ -1,10 +1,17 @@
 """Settings from environment variables (prefix OCRSTREAM_). Each default is defined here, once."""
 import socket
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import Topic
+
+
+# librdkafka properties OCRSTREAM_KAFKA_CONFIG may not change: the delivery guarantees are built on them.
+KAFKA_PROPERTIES_SET_BY_CODE = frozenset({
+    "bootstrap.servers", "enable.idempotence", "transactional.id", "isolation.level", "enable.auto.commit",
+    "group.id", "acks",
+})
 
 
 class Settings(BaseSettings):
@@ -13,6 +20,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OCRSTREAM_", extra="ignore")
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    kafka_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description='librdkafka properties for every Kafka client, as a JSON object: security, e.g. '
+                    '{"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "u", '
+                    '"sasl.password": "p", "ssl.ca.location": "/ca.pem"}, or tuning',
+    )
     topic_batch_events: str = Topic.BATCH_EVENTS.value
     topic_ocr_chunks: str = Topic.OCR_CHUNKS.value
     topic_ocr_results: str = Topic.OCR_RESULTS.value
@@ -34,6 +47,15 @@ class Settings(BaseSettings):
         default={"dev-key": "default"}, description='JSON object API key → tenant, e.g. {"k1": "acme"}'
     )
     log_level: str = "INFO"
+
+    @field_validator("kafka_config")
+    @classmethod
+    def _keeps_the_guarantees(cls, config: dict) -> dict:
+        fixed = sorted(set(config) & KAFKA_PROPERTIES_SET_BY_CODE)
+        if fixed:
+            raise ValueError(f"{fixed} are set by ocrstream itself (exactly-once and offsets depend on them); "
+                             f"bootstrap.servers has its own setting, OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS")
+        return config
 
     def topic(self, topic: Topic) -> str:
         return getattr(self, "topic_" + topic.name.lower())

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from ocrstream import Client
 
 
 def free_port() -> int:
@@ -160,3 +161,8 @@ def running_services(env: dict[str, str], log_dir: Path, *, workers: int = 2) ->
     finally:
         for service in services.values():
             service.stop()
+
+
+def client_for(services: dict[str, ServiceProcess], api_key: str = "dev-key") -> Client:
+    """An ocrstream client of these running services (ingest and status API on their own ports)."""
+    return Client(ingest_url=services["ingest"].probe_url, status_url=services["status_api"].probe_url, api_key=api_key)

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 from deploy.devstack import StackSettings, stack_endpoints, start_stack
-from demo.processes import build_services, scrape_histogram
+from demo.processes import build_services, client_for, scrape_histogram
 from demo.sample_batch import render_sample_batch
-from ocrstream import OcrstreamClient
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / ".demo"
 PIDS = DEMO_DIR / "pids.json"
@@ -64,7 +63,7 @@ def run_demo(images: int) -> int:
     print("services ready:", ", ".join(f"{n} pid {s.pid}" for n, s in services.items()))
 
     samples = render_sample_batch(DEMO_DIR / "sample-batch", images=images, pdf_pages=3)
-    with OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
+    with client_for(services) as client:
         started = time.perf_counter()
         accepted = client.submit([s.path for s in samples], name="demo", chunk_size=3)
         accepted_s = time.perf_counter() - started

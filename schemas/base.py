@@ -1,10 +1,18 @@
-"""The base every topic message shares: a schema version, strict fields, and text Postgres can store."""
+"""The base every topic message shares: a schema version, forward-compatible fields, and text Postgres can store.
+
+Compatibility rule (docs/consumers.md): schema_version is "MAJOR.MINOR". A minor bump only adds optional fields,
+so a reader ignores fields it does not know and accepts any version of its own major; a major bump (a field
+removed, renamed or re-typed) is refused by older readers rather than misread. What stays strict is what safety
+needs: the message `type` (an unknown event is not guessed at), the major version, and every bound the database
+or a reader relies on.
+"""
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_MAJOR = 1
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"  # what this code writes
 INT32_MAX = 2**31 - 1  # Postgres `integer`: a larger number would be refused by the table, not by the contract
 
 
@@ -22,18 +30,29 @@ Text = Annotated[str, AfterValidator(_without_nul)]
 Int32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
 
+def _as_major_minor(version: int | str) -> str:
+    return f"{version}.0" if isinstance(version, int) else version
+
+
+# "1.N" for any N; the integer 1 is how records were versioned before minor versions (still in compacted topics).
+SchemaVersion = Annotated[
+    Literal[1] | Annotated[str, Field(pattern=rf"^{SCHEMA_MAJOR}\.[0-9]+$")], AfterValidator(_as_major_minor),
+    Field(description=f'"MAJOR.MINOR": readers accept their own major ({SCHEMA_MAJOR}.x) and ignore unknown fields'),
+]
+
+
 class Message(BaseModel):
-    """A topic message. Unknown fields and unknown schema versions are rejected, not guessed at."""
+    """A topic message: unknown fields are ignored (a newer minor version added them), another major is refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class PageRange(BaseModel):
     """Pages first_page..last_page (1-based, inclusive) of a document of total_pages pages."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     first_page: int = Field(ge=1, le=INT32_MAX)
     last_page: int = Field(ge=1, le=INT32_MAX)

@@ -8,15 +8,17 @@ from schemas.base import Message, Text, utc_now
 
 
 class BatchOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     languages: str = Field("kor+eng", pattern=r"^[a-z_]{3,8}(\+[a-z_]{3,8})*$", description="Tesseract languages, e.g. kor+eng")
     pdf_dpi: int = Field(200, ge=72, le=600)
     embeddings: bool = True
+    min_confidence: float | None = Field(None, ge=0, le=1, description="Pages whose mean word confidence (0..1) "
+                                         "is below this are marked needs_review in the results; None marks none")
 
 
 class ChunkLayout(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     chunk_id: str
     file_count: int = Field(ge=1)

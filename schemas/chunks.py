@@ -11,7 +11,7 @@ from schemas.batch_events import BatchOptions
 class StoredFile(BaseModel):
     """A file accepted into the object store; the sha256 was computed while it streamed in."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     file_id: str
     bucket: str

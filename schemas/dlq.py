@@ -8,7 +8,7 @@ from schemas.base import Message, utc_now
 
 
 class DlqHeader(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     key: str
     value_b64: str | None
@@ -26,4 +26,6 @@ class DlqRecord(Message):
     error_class: str
     service: str
     attempts: int = Field(1, ge=1, description="Tries made before the record was dead-lettered")
+    file_ids: list[str] = Field([], description="For a chunk: the files that kept failing (a replay reruns only "
+                                "these); empty means the whole record")
     failed_at: datetime = Field(default_factory=utc_now)

@@ -35,7 +35,7 @@ class FailureReason(StrEnum):
 
 
 class BoundingBox(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     x: Int32
     y: Int32
@@ -44,27 +44,34 @@ class BoundingBox(BaseModel):
 
 
 class Word(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     text: Text
-    confidence: float = Field(ge=0, le=100)
-    bbox: BoundingBox
+    confidence: float = Field(ge=0, le=1, description="0..1")
+    bbox: BoundingBox = Field(description="In pixels of the page image as sent (after EXIF rotation), even when "
+                              "the page was read turned or deskewed")
 
 
 class Page(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     page_number: int = Field(ge=1, le=INT32_MAX)
     width: Int32
     height: Int32
     text: Text
-    mean_confidence: float = Field(ge=0, le=100)
+    mean_confidence: float = Field(ge=0, le=1, description="Mean of the words' confidences, 0..1; 0 for a page "
+                                   "without words")
+    rotation: Literal[0, 90, 180, 270] = Field(0, description="Clockwise turn of the text on the page as sent; "
+                                               "the page was read turned back")
+    skew: float = Field(0.0, ge=-45, le=45, description="Degrees the page was turned counter-clockwise to level "
+                        "its text lines before reading")
+    needs_review: bool = Field(False, description="The page's mean confidence is below the batch's min_confidence")
     words: list[Word] = []
     embedding: list[float] | None = Field(None, min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
 
 
 class Timings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
 
     fetch_ms: float = 0.0
     decode_ms: float = 0.0
@@ -91,7 +98,8 @@ class FileResult(Message):
     timings: Timings = Timings()
     error: Text | None = Field(None, description="Why the file failed or was skipped, for a person to act on")
     error_code: FailureReason | None = Field(None, description="Why the file failed, for machines")
-    attempt: int = Field(1, ge=1, le=INT32_MAX, description="Tries the file took, this one included")
+    attempt: int = Field(1, ge=1, le=INT32_MAX, description="The chunk's attempt: 1, and one more for each retry or "
+                         "replay of the file; a later attempt's result replaces a failed one")
     produced_at: datetime = Field(default_factory=utc_now)
 
     @model_validator(mode="after")

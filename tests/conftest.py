@@ -5,9 +5,12 @@ Each test gets its own topic names, bucket and database schema, so tests run in 
 """
 import os
 import shutil
+import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -94,4 +97,40 @@ def settings(isolated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> S
     ensure_topics(settings)
     ensure_bucket(build_s3_client(settings), settings.s3_bucket)
     apply_migrations(settings)
+    return settings
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports that are free on 127.0.0.1 right now (all held open together, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def private_stack_settings(request):
+    """A second dev stack's settings (a temporary directory, free ports), stopped and removed afterwards; for
+    tests that stop and start its parts, next to whatever stack the other tests share."""
+    from deploy.devstack import StackSettings, stop_stack
+
+    # Not pytest's tmp_path: /tmp/pytest-of-root is 0700, and Postgres runs as an unprivileged user that
+    # must be able to reach its data directory.
+    root = Path(tempfile.mkdtemp(prefix="ocrstream-stack-test-"))
+    root.chmod(0o755)
+    kafka, controller, s3, metrics, pg = _free_ports(5)
+    settings = StackSettings(dir=root / "stack", kafka_port=kafka, kafka_controller_port=controller, s3_port=s3,
+                             juicefs_metrics_port=metrics, pg_port=pg, kafka_heap="384m")
+
+    def cleanup() -> None:
+        try:
+            stop_stack(settings)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    request.addfinalizer(cleanup)
     return settings

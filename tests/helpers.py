@@ -1,43 +1,12 @@
-"""What several test modules share: reading a topic to its end, and counting a batch's rows."""
+"""What several test modules share: counting a batch's rows (and common/kafka's read_topic, re-exported)."""
 import re
-import time
-import uuid
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
-from common.kafka import PartitionEofTracker, build_consumer
+from common.kafka import read_topic
 from common.settings import Settings
 
-
-def read_topic(settings: Settings, topic: str, *, expected: int = 0, isolation: str = "read_committed",
-               deadline_s: float = 30.0) -> list[Message]:
-    """Every record of every partition, read until EOF on all of them and at least `expected` records."""
-    consumer = build_consumer(settings, group_id=f"test-reader-{uuid.uuid4().hex}", client_id="test-reader",
-                              **{"enable.partition.eof": True, "isolation.level": isolation})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        assignment = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
-        consumer.assign(assignment)
-        eof = PartitionEofTracker()
-        eof.assigned(assignment)
-        records: list[Message] = []
-        deadline = time.monotonic() + deadline_s
-        while not (eof.caught_up and len(records) >= expected):
-            assert time.monotonic() < deadline, f"{topic}: {len(records)}/{expected} records, caught up: {eof.caught_up}"
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    eof.reached_eof(msg.topic(), msg.partition())
-                    continue
-                raise KafkaException(msg.error())
-            records.append(msg)
-        return records
-    finally:
-        consumer.close()
-
+__all__ = ["distinctive_phrase", "file_row_counts", "read_topic"]
 
 
 def file_row_counts(settings: Settings, batch_id: str) -> dict:

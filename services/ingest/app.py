@@ -32,13 +32,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import DeliveryFailed
 from common.http import TenantDep, probe_router
-from common.kafka import build_producer, produce_and_flush
+from common.kafka import build_producer, message_record, produce_and_flush
+from common.observability import RequestMetrics
 from common.storage import build_s3_client, ensure_bucket, put_stream
 from schemas.api import BatchAccepted, ProblemDetail
 from schemas.batch_events import BatchCreated, BatchOptions
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.progress import BatchStatus
-from schemas.topics import encode
 from services.ingest.planning import (
     SNIFF_BYTES, FileProblem, FileRejected, accepted_content_type, initial_progress, plan_batch,
 )
@@ -119,11 +119,16 @@ def create_batch(
     languages: Annotated[str, Form(description="Tesseract languages, e.g. kor+eng")] = _OPTION_DEFAULTS.languages,
     pdf_dpi: Annotated[int, Form(description="Rasterization DPI of PDF pages, 72..600")] = _OPTION_DEFAULTS.pdf_dpi,
     embeddings: Annotated[bool, Form(description="Compute text embeddings")] = _OPTION_DEFAULTS.embeddings,
+<<<<<<< HEAD
     webhook_url: Annotated[str | None, Form(max_length=WEBHOOK_URL_MAX_CHARS, description=(
         "http(s) URL the batch's terminal status is POSTed to, signed (Standard Webhooks headers)"))] = None,
+=======
+    min_confidence: Annotated[float | None, Form(description="Mark pages whose mean word confidence (0..1) is "
+                                                             "below this as needs_review")] = _OPTION_DEFAULTS.min_confidence,
+>>>>>>> main
 ) -> BatchAccepted:
     started = time.perf_counter()
-    options = _batch_options(languages=languages, pdf_dpi=pdf_dpi, embeddings=embeddings)
+    options = _batch_options(languages=languages, pdf_dpi=pdf_dpi, embeddings=embeddings, min_confidence=min_confidence)
     accepted = accept_batch(
         files, tenant=tenant, name=name, chunk_size=chunk_size or settings.default_chunk_size, options=options,
         settings=settings, producer=producer, s3=s3, webhook_url=_webhook_url(webhook_url),
@@ -275,10 +280,10 @@ def _store_file(s3: Minio, bucket: str, prefix: str, upload: UploadFile, index: 
 def _announce(producer: Producer, settings: IngestSettings, created: BatchCreated, chunks: list[ChunkRequested]) -> None:
     """BatchCreated first, then every chunk, in one flush: the batch is known before any of its results.
     Its 'pending' progress snapshot goes too, so the status URL in the 202 answers at once."""
-    records = [(settings.topic_batch_events, created.batch_id.encode(), encode(created))]
-    records += [(settings.topic_ocr_chunks, chunk.chunk_id.encode(), encode(chunk)) for chunk in chunks]
-    records.append((settings.topic_batch_progress, created.batch_id.encode(),
-                    encode(initial_progress(created, len(chunks)))))
+    records = [message_record(settings.topic_batch_events, created.batch_id, created)]
+    records += [message_record(settings.topic_ocr_chunks, chunk.chunk_id, chunk) for chunk in chunks]
+    records.append(message_record(settings.topic_batch_progress, created.batch_id,
+                                  initial_progress(created, len(chunks))))
     try:
         produce_and_flush(producer, records, timeout=settings.kafka_delivery_timeout_s + _FLUSH_GRACE_S)
     except (DeliveryFailed, KafkaException):
@@ -367,6 +372,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
                   description="Accepts batches of images/PDFs for OCR; follow them at the status API.")
     app.include_router(router)
     app.include_router(probe_router(is_ready))
+    app.add_middleware(RequestMetrics)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_invalid_request)
     return app

@@ -2,7 +2,8 @@
 import os
 
 # Tesseract's OpenMP threads and numpy's BLAS threads oversubscribe the cores when several workers run
-# (measured: 7x slower OCR); one OCR process per core instead. Must be set before either library loads.
+# (measured: 7x slower OCR); one OCR process per core instead. Set before either library loads, and
+# inherited by the OCR child process.
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -10,16 +11,39 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from contextlib import ExitStack  # noqa: E402
 
-from common.embedding import build_embedder  # noqa: E402
 from common.kafka import build_consumer, build_producer, ensure_topics  # noqa: E402
 from common.observability import configure_logging  # noqa: E402
 from common.runtime import run_until_stopped, stop_on_signals  # noqa: E402
 from common.storage import build_s3_client  # noqa: E402
 from schemas.batch_events import BatchOptions  # noqa: E402
 from services.ocr_worker.settings import WorkerSettings  # noqa: E402
+from services.ocr_worker.supervisor import OcrSupervisor  # noqa: E402
 from services.ocr_worker.worker import ChunkOcr, OcrWorker  # noqa: E402
 
 log = logging.getLogger("services.ocr_worker")
+
+
+def build_worker(settings: WorkerSettings, stack: ExitStack) -> OcrWorker:
+    """Every client the worker needs, closed by `stack`; the OCR child started (models loaded)."""
+    supervisor = OcrSupervisor(engine=settings.engine, embedder=settings.embedder,
+                               default_languages=BatchOptions().languages,
+                               max_pages_per_file=settings.max_pages_per_file,
+                               file_timeout_s=settings.ocr_file_timeout_s,
+                               memory_limit_bytes=settings.ocr_memory_limit_mb << 20)
+    stack.callback(supervisor.stop)
+    supervisor.start()
+    client_id = f"ocr-worker-{settings.worker_id}"
+    consumer = build_consumer(settings, group_id=settings.worker_group, client_id=client_id,
+                              **{"partition.assignment.strategy": "cooperative-sticky"})
+    stack.callback(consumer.close)
+
+    def new_producer():
+        # Namespaced by the group, so two pipelines on one cluster never fence each other's workers.
+        return build_producer(settings, client_id=client_id,
+                              transactional_id=f"{settings.worker_group}-{settings.worker_id}",
+                              **{"transaction.timeout.ms": settings.transaction_timeout_ms})
+
+    return OcrWorker(settings, consumer, new_producer, ChunkOcr(settings, build_s3_client(settings), supervisor))
 
 
 def main() -> int:
@@ -28,15 +52,7 @@ def main() -> int:
     stop = stop_on_signals()
     ensure_topics(settings)
     with ExitStack() as stack:
-        ocr = ChunkOcr(settings, build_s3_client(settings), build_embedder(settings.embedder))
-        stack.callback(ocr.close)
-        ocr.engine_for(BatchOptions().languages)  # load the default models now, before reporting ready
-        client_id = f"ocr-worker-{settings.worker_id}"
-        consumer = build_consumer(settings, group_id=settings.worker_group, client_id=client_id)
-        stack.callback(consumer.close)
-        producer = build_producer(settings, client_id=client_id, transactional_id=f"ocrstream-ocr-{settings.worker_id}",
-                                  **{"transaction.timeout.ms": settings.transaction_timeout_ms})
-        worker = OcrWorker(settings, consumer, producer, ocr)
+        worker = build_worker(settings, stack)
         log.info("ocr worker configured", extra={"worker_id": settings.worker_id, "engine": settings.engine})
         return run_until_stopped("ocr worker", worker.run, stop, probe_host=settings.probe_host,
                                  probe_port=settings.probe_port, is_ready=lambda: worker.ready)

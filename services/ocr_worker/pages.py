@@ -8,15 +8,16 @@ import numpy as np
 import pypdfium2 as pdfium
 from PIL import Image, ImageOps
 
-from common.errors import OcrstreamError
+from common.errors import FileFailed
+from schemas.results import FailureReason
 
-__all__ = ["UndecodableFile", "decode_pages"]
+__all__ = ["UndecodableFile", "decode_pages", "pdf_page_count"]
 
 # Pillow's own bomb limit (about 89 Mpx, e.g. 9,450 x 9,450): far above an A3 scan at 600 dpi.
 DEFAULT_MAX_PIXELS = 89_478_485
 
 
-class UndecodableFile(OcrstreamError):
+class UndecodableFile(FileFailed):
     """The file cannot be turned into page images; the message says why, for the person who sent it."""
 
 
@@ -27,34 +28,59 @@ def decode_pages(
     pdf_dpi: int = 200,
     max_pages: int = 500,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    pdf_pages: tuple[int, int] | None = None,
 ) -> Iterator[Image.Image]:
     """Yield each page as an RGB or L image; raise UndecodableFile (and nothing else) for bad input.
 
     The bytes decide the format (a PDF is recognized by its header whatever `content_type` says); the
     content type only appears in messages. Pages are produced one at a time, so errors may surface while
     iterating. PDF pages carry info["dpi"] = (pdf_dpi, pdf_dpi). pdfium is not thread-safe: decode in one
-    thread per process.
+    thread per process. `pdf_pages` (first, last; 1-based, inclusive) renders only those pages of a PDF.
     """
     if not data:
         raise UndecodableFile("the file is empty (0 bytes)")
-    if b"%PDF-" in data[:1024]:
-        yield from _pdf_pages(data, pdf_dpi, max_pages, max_pixels)
+    if _is_pdf(data):
+        yield from _pdf_pages(data, pdf_dpi, max_pages, max_pixels, pdf_pages)
     else:
         yield from _image_pages(data, content_type, max_pages, max_pixels)
 
 
-def _pdf_pages(data: bytes, dpi: int, max_pages: int, max_pixels: int) -> Iterator[Image.Image]:
+def pdf_page_count(data: bytes) -> int | None:
+    """The number of pages of a PDF (without rendering any), None when the bytes are not a PDF."""
+    if not _is_pdf(data):
+        return None
+    document = _open_pdf(data)
     try:
-        document = pdfium.PdfDocument(data)
+        return len(document)
+    finally:
+        document.close()
+
+
+def _is_pdf(data: bytes) -> bool:
+    return b"%PDF-" in data[:1024]
+
+
+def _open_pdf(data: bytes) -> pdfium.PdfDocument:
+    try:
+        return pdfium.PdfDocument(data)
     except Exception as exc:  # pdfium's PdfiumError, or anything its ctypes layer raises on odd bytes
         raise UndecodableFile(f"not a readable PDF (damaged, truncated or password-protected): {exc}") from exc
+
+
+def _pdf_pages(data: bytes, dpi: int, max_pages: int, max_pixels: int,
+               page_range: tuple[int, int] | None) -> Iterator[Image.Image]:
+    document = _open_pdf(data)
     try:
         count = len(document)
         if count == 0:
             raise UndecodableFile("the PDF has no pages")
         if count > max_pages:
-            raise UndecodableFile(f"the PDF has {count} pages, more than the limit of {max_pages}; split it")
-        for index in range(count):
+            raise UndecodableFile(f"the PDF has {count} pages, more than the limit of {max_pages}; split it",
+                                  FailureReason.TOO_MANY_PAGES)
+        first, last = page_range or (1, count)
+        if not 1 <= first <= last <= count:
+            raise UndecodableFile(f"pages {first}..{last} were asked of a PDF of {count} pages")
+        for index in range(first - 1, last):
             image = _render_pdf_page(document, index, dpi, max_pixels)
             yield image
     finally:
@@ -95,7 +121,8 @@ def _image_pages(data: bytes, content_type: str, max_pages: int, max_pixels: int
         # Only TIFF pages are pages: other multi-frame formats hold animation frames or previews (MPO).
         frames = getattr(image, "n_frames", 1) if image.format == "TIFF" else 1
         if frames > max_pages:
-            raise UndecodableFile(f"the TIFF has {frames} pages, more than the limit of {max_pages}; split it")
+            raise UndecodableFile(f"the TIFF has {frames} pages, more than the limit of {max_pages}; split it",
+                                  FailureReason.TOO_MANY_PAGES)
         for index in range(frames):
             page = _decode_frame(image, index, frames, max_pixels)
             yield page

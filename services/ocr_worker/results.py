@@ -1,6 +1,6 @@
 """Pure: what the engine and embedder produced → the FileResult contract."""
 from schemas.chunks import ChunkRequested, StoredFile
-from schemas.results import BoundingBox, FileResult, FileStatus, Page, Timings, Word
+from schemas.results import BoundingBox, FailureReason, FileResult, FileStatus, Page, Timings, Word
 from services.ocr_worker.engine import RecognizedPage
 
 
@@ -10,17 +10,23 @@ def page_from_recognized(page_number: int, page: RecognizedPage, embedding: list
         width=page.width,
         height=page.height,
         text=page.text,
-        mean_confidence=max(0.0, min(100.0, page.mean_confidence)),
+        mean_confidence=_unit(page.mean_confidence),
+        rotation=page.rotation,
+        skew=page.skew,
         words=[
             Word(
                 text=w.text,
-                confidence=max(0.0, min(100.0, w.confidence)),
+                confidence=_unit(w.confidence),
                 bbox=BoundingBox(x=max(0, w.bbox[0]), y=max(0, w.bbox[1]), width=max(0, w.bbox[2]), height=max(0, w.bbox[3])),
             )
             for w in page.words
         ],
         embedding=embedding,
     )
+
+
+def _unit(confidence: float) -> float:
+    return max(0.0, min(1.0, confidence))
 
 
 def file_result(
@@ -32,8 +38,10 @@ def file_result(
     embedding_model: str | None = None,
     timings: Timings | None = None,
     error: str | None = None,
+    error_code: FailureReason | None = None,
 ) -> FileResult:
-    """An ok result when there is no error, a failed one with the reason otherwise."""
+    """An ok result when there is no error, a failed one with the reason otherwise. Pages whose mean confidence
+    is below the batch's min_confidence are marked needs_review (a page without words among them)."""
     return FileResult(
         batch_id=chunk.batch_id,
         chunk_id=chunk.chunk_id,
@@ -44,10 +52,17 @@ def file_result(
         sha256=stored.sha256,
         size=stored.size,
         content_type=stored.content_type,
-        pages=[] if error else list(pages),
+        pages=[] if error else [_reviewed(page, chunk.options.min_confidence) for page in pages],
+        part=stored.pages,  # a page-range work item's result is that part of the file
         engine=engine,
         embedding_model=None if error else embedding_model,
         timings=timings or Timings(),
         error=error,
+        error_code=(error_code or FailureReason.UNDECODABLE) if error else None,
         attempt=chunk.attempt,
     )
+
+
+def _reviewed(page: Page, min_confidence: float | None) -> Page:
+    needs_review = min_confidence is not None and page.mean_confidence < min_confidence
+    return page.model_copy(update={"needs_review": needs_review}) if needs_review != page.needs_review else page

@@ -2,11 +2,17 @@
 
 Exactly-once is Kafka's consume-transform-produce transaction: the results and the chunk's consumed offset
 commit together (send_offsets_to_transaction), and the group metadata fences zombie instances.
-OCR runs before the transaction begins, so a slow chunk never runs into transaction.timeout.ms.
+OCR runs in a supervised child process before the transaction begins; meanwhile the loop keeps polling with
+its partitions paused, so a slow chunk never runs into max.poll.interval.ms or transaction.timeout.ms.
+Nothing one file or one record does can stop a partition: a file that crashes, hangs or blows memory fails
+alone after its tries; a chunk whose transform keeps raising goes to the DLQ; a broker away is waited out.
 """
 import hashlib
 import logging
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from threading import Event
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -14,144 +20,173 @@ from minio import Minio
 from minio.error import S3Error
 from prometheus_client import Counter, Histogram
 
-from common.embedding import Embedder
-from common.errors import FatalError, KafkaErrorKind, classify_kafka_error
-from common.kafka import dlq_record
-from common.observability import MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS
+from common.errors import FatalError, FileFailed
+from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_record, message_record
+from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
+                                  forget_consumer_lag, record_consumer_lag)
 from common.storage import get_object_bytes
 from schemas.chunks import ChunkRequested, StoredFile
-from schemas.results import FileResult, Timings
-from schemas.topics import Topic, UndecodableMessage, decode, encode
-from services.ocr_worker.engine import OcrEngine, OcrFailed, RecognizedPage, build_engine
-from services.ocr_worker.pages import UndecodableFile, decode_pages
-from services.ocr_worker.results import file_result, page_from_recognized
+from schemas.results import FailureReason, FileResult, Timings
+from schemas.topics import Topic, UndecodableMessage, decode
+from services.ocr_worker.parts import page_range_work_items, split_result
+from services.ocr_worker.results import file_result
 from services.ocr_worker.settings import WorkerSettings
+from services.ocr_worker.supervisor import FileRefused, OcrSupervisor, OcrTask, OcrTryFailed, SplitNeeded
 
 log = logging.getLogger(__name__)
 
 FILES_DONE = Counter("ocrstream_worker_files_total", "Files OCRed", ["status"])
 FILE_SECONDS = Histogram("ocrstream_worker_file_seconds", "Fetch+decode+OCR+embed time per file",
                          buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+OCR_TRIES_LOST = Counter("ocrstream_worker_ocr_tries_lost_total", "OCR tries lost to a crash, hang or OOM", ["reason"])
+PRODUCERS_REBUILT = Counter("ocrstream_worker_producers_rebuilt_total", "Transactional producers rebuilt in-process")
 
 
-class ObjectStoreUnavailable(Exception):
-    """Fetching failed for a reason that may pass (network, 5xx): retry the chunk."""
+class ChunkAbandoned(Exception):
+    """Stop requested, or the chunk's partition was revoked mid-chunk: commit nothing, the next owner redoes it."""
 
 
-class ShutdownRequested(Exception):
-    """Stopped while waiting to retry: nothing is committed, the chunk goes to the partition's next owner."""
+class ChunkRetry(Exception):
+    """The transform raised unexpectedly; the chunk is read again (bounded by chunk_attempts)."""
+
+
+class TransactionCallHung(Exception):
+    """A transactional call outlived its own timeout (librdkafka issues 5456 and 5511: a stale group coordinator
+    after a broker restart keeps send_offsets_to_transaction waiting forever). That producer is given up."""
+
+
+class RecordsRefused(Exception):
+    """The broker refuses the chunk's records themselves (e.g. too large): trying them again cannot help."""
+
+
+@dataclass
+class ChunkOutcome:
+    """What one chunk produced: results, page-range work items, and the files that kept failing (for the DLQ)."""
+
+    results: list[FileResult] = field(default_factory=list)
+    work_items: list[ChunkRequested] = field(default_factory=list)
+    dead: dict[str, str] = field(default_factory=dict)  # file_id → why it kept failing
+    tries: int = 1  # how often the dead ones were tried
 
 
 class ChunkOcr:
-    """The transform: a ChunkRequested → one FileResult per file. Knows nothing of Kafka."""
+    """The transform: a ChunkRequested → its outcome. Knows nothing of Kafka; `wait(seconds)` keeps the caller
+    alive (and raises to abandon the chunk) whenever this waits."""
 
-    def __init__(self, settings: WorkerSettings, s3: Minio, embedder: Embedder) -> None:
+    def __init__(self, settings: WorkerSettings, s3: Minio, supervisor: OcrSupervisor) -> None:
         self._settings = settings
         self._s3 = s3
-        self._embedder = embedder
-        self._engines: dict[str, OcrEngine] = {}
+        self._supervisor = supervisor
 
-    def engine_for(self, languages: str) -> OcrEngine:
-        """One engine per language set a batch asked for, its models loaded once. OcrFailed if not installed."""
-        if languages not in self._engines:
-            self._engines[languages] = build_engine(self._settings.engine, languages)
-        return self._engines[languages]
+    def ocr_chunk(self, chunk: ChunkRequested, wait: Callable[[float], None]) -> ChunkOutcome:
+        outcome = ChunkOutcome(tries=self._settings.ocr_attempts)
+        for stored in chunk.files:
+            self._ocr_file(chunk, stored, wait, outcome)
+        return outcome
 
-    def close(self) -> None:
-        for engine in self._engines.values():
-            getattr(engine, "close", lambda: None)()
+    def failed_chunk(self, chunk: ChunkRequested, code: FailureReason, reason: str, tries: int) -> ChunkOutcome:
+        """Every file of the chunk failed with the same reason, and all of them for the DLQ."""
+        results = [self._failed(chunk, f, code, reason) for f in chunk.files]
+        return ChunkOutcome(results=results, dead={f.file_id: reason for f in chunk.files}, tries=tries)
 
-    def ocr_chunk(self, chunk: ChunkRequested, stop: Event) -> list[FileResult]:
-        """Bounded retries on object-store errors; after the last one the chunk's files fail, never vanish."""
-        for attempt in range(1, self._settings.fetch_attempts + 1):
-            try:
-                return [self.ocr_file(chunk, stored) for stored in chunk.files]
-            except ObjectStoreUnavailable as exc:
-                log.warning("object store unavailable", extra={"batch_id": chunk.batch_id, "chunk_id": chunk.chunk_id,
-                                                               "attempt": attempt, "error": str(exc)})
-                if attempt == self._settings.fetch_attempts:
-                    reason = f"object store unavailable after {attempt} attempts: {exc}"
-                    return [file_result(chunk, f, engine=self._settings.engine, error=reason) for f in chunk.files]
-                if stop.wait(2.0 * attempt):
-                    raise ShutdownRequested from exc
-        raise AssertionError("unreachable")
-
-    def ocr_file(self, chunk: ChunkRequested, stored: StoredFile) -> FileResult:
+    def _ocr_file(self, chunk: ChunkRequested, stored: StoredFile, wait: Callable[[float], None],
+                  outcome: ChunkOutcome) -> None:
         fields = {"batch_id": chunk.batch_id, "chunk_id": chunk.chunk_id, "file_id": stored.file_id}
         started = time.perf_counter()
-        timings = Timings()
-        data = self._fetch(stored)
-        timings.fetch_ms = _ms_since(started)
-        error = None
-        pages = []
-        if data is None:
-            error = f"the stored object {stored.bucket}/{stored.key} no longer exists; upload the file again"
-        elif hashlib.sha256(data).hexdigest() != stored.sha256:
-            error = "stored object does not match the sha256 recorded at upload; upload the file again"
+        try:
+            data = self._fetch(stored, wait)
+            fetch_ms = (time.perf_counter() - started) * 1000
+            task = OcrTask(data=data, content_type=stored.content_type, options=chunk.options, pages=stored.pages,
+                           split_above=self._settings.pages_per_work_item)
+            answer = self._recognize(task, wait, fields)
+        except FileFailed as exc:
+            answer = FileRefused(exc.code, str(exc))
+        except OcrTryFailed as exc:  # every try lost: the file fails, and the DLQ keeps it for a replay
+            answer = FileRefused(exc.code, f"{exc} (after {self._settings.ocr_attempts} tries)")
+            outcome.dead[stored.file_id] = answer.reason
+        if isinstance(answer, SplitNeeded):
+            outcome.work_items += page_range_work_items(chunk, stored, answer.total_pages,
+                                                        self._settings.pages_per_work_item)
+            log.info("file split into page ranges", extra=fields | {"pages": answer.total_pages})
+            return
+        if isinstance(answer, FileRefused):
+            result = self._failed(chunk, stored, answer.code, answer.reason)
         else:
-            try:
-                engine = self.engine_for(chunk.options.languages)
-                recognized = self._recognize_pages(engine, data, stored, chunk, timings)
-                t = time.perf_counter()
-                embeddings = self._embedder.embed([p.text for p in recognized]) if chunk.options.embeddings else None
-                timings.embed_ms = _ms_since(t)
-                pages = [page_from_recognized(i + 1, p, embeddings[i] if embeddings else None)
-                         for i, p in enumerate(recognized)]
-            except (UndecodableFile, OcrFailed) as exc:
-                error = str(exc)
-        result = file_result(chunk, stored, engine=self._settings.engine, pages=pages, timings=timings, error=error,
-                             embedding_model=self._embedder.model_name if chunk.options.embeddings else None)
+            answer.timings.fetch_ms = fetch_ms
+            result = file_result(chunk, stored, engine=self._settings.engine, pages=answer.pages,
+                                 timings=answer.timings,
+                                 embedding_model=self._settings.embedder if chunk.options.embeddings else None)
+        outcome.results += split_result(result, self._settings.max_result_bytes)
         FILES_DONE.labels(result.status).inc()
         FILE_SECONDS.observe(time.perf_counter() - started)
-        log.info("file ocred", extra=fields | {"status": result.status, "pages": len(pages), "error": error,
-                                                  "ocr_ms": round(timings.ocr_ms, 1)})
-        return result
+        log.info("file ocred", extra=fields | {"status": result.status, "pages": len(result.pages),
+                                                  "error_code": result.error_code, "error": result.error})
 
-    def _recognize_pages(self, engine: OcrEngine, data: bytes, stored: StoredFile, chunk: ChunkRequested,
-                         timings: Timings) -> list[RecognizedPage]:
-        """Decode and OCR page by page: only one page image is held at a time, whatever the PDF's length."""
-        recognized = []
-        pages = decode_pages(data, stored.content_type, pdf_dpi=chunk.options.pdf_dpi,
-                             max_pages=self._settings.max_pages_per_file)
-        while True:
-            t = time.perf_counter()
-            image = next(pages, None)
-            timings.decode_ms += _ms_since(t)
-            if image is None:
-                return recognized
-            t = time.perf_counter()
-            recognized.append(engine.recognize(image))
-            timings.ocr_ms += _ms_since(t)
+    def _recognize(self, task: OcrTask, wait: Callable[[float], None], fields: dict):
+        """Up to ocr_attempts tries, each in a healthy child; OcrTryFailed after the last."""
+        for attempt in range(1, self._settings.ocr_attempts + 1):
+            try:
+                return self._supervisor.recognize(task, keep_alive=lambda: wait(0))
+            except OcrTryFailed as exc:
+                OCR_TRIES_LOST.labels(exc.code.value).inc()
+                log.warning("ocr try lost", extra=fields | {"attempt": attempt, "reason": exc.code.value,
+                                                           "error": str(exc)[-500:]})
+                if attempt == self._settings.ocr_attempts:
+                    raise
+        raise AssertionError("unreachable")
 
-    def _fetch(self, stored: StoredFile) -> bytes | None:
-        """The object's bytes; None when it is gone (that file fails); ObjectStoreUnavailable when it may pass."""
-        try:
-            return get_object_bytes(self._s3, stored.bucket, stored.key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                return None
-            raise ObjectStoreUnavailable(f"{exc.code}: {exc.message}") from exc
-        except Exception as exc:  # connection refused, reset, timeouts
-            raise ObjectStoreUnavailable(str(exc)) from exc
+    def _failed(self, chunk: ChunkRequested, stored: StoredFile, code: FailureReason, reason: str) -> FileResult:
+        return file_result(chunk, stored, engine=self._settings.engine, error=reason, error_code=code,
+                           timings=Timings())
 
-def _ms_since(t: float) -> float:
-    return (time.perf_counter() - t) * 1000
+    def _fetch(self, stored: StoredFile, wait: Callable[[float], None]) -> bytes:
+        """The object's bytes, checked against the sha256 taken at upload; bounded retries while the store is away."""
+        for attempt in range(1, self._settings.fetch_attempts + 1):
+            try:
+                data = get_object_bytes(self._s3, stored.bucket, stored.key)
+                break
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                    raise FileFailed(f"the stored object {stored.bucket}/{stored.key} no longer exists; upload the "
+                                     "file again", FailureReason.OBJECT_MISSING) from exc
+                error = f"{exc.code}: {exc.message}"
+            except Exception as exc:  # connection refused, reset, timeouts
+                error = str(exc)
+            log.warning("object store unavailable", extra={"file_id": stored.file_id, "attempt": attempt,
+                                                           "error": error})
+            if attempt == self._settings.fetch_attempts:
+                raise OcrTryFailed(FailureReason.OBJECT_STORE_UNAVAILABLE,
+                                   f"object store unavailable after {attempt} attempts: {error}")
+            wait(2.0 * attempt)
+        if hashlib.sha256(data).hexdigest() != stored.sha256:
+            raise FileFailed("stored object does not match the sha256 recorded at upload; upload the file again",
+                             FailureReason.OBJECT_CHANGED)
+        return data
 
 
 class OcrWorker:
-    def __init__(self, settings: WorkerSettings, consumer: Consumer, producer: Producer, ocr: ChunkOcr) -> None:
+    def __init__(self, settings: WorkerSettings, consumer: Consumer, new_producer: Callable[[], Producer],
+                 ocr: ChunkOcr) -> None:
         self._settings = settings
         self._consumer = consumer
-        self._producer = producer
+        self._new_producer = new_producer  # same transactional.id each time: a new one fences the old
+        self._producer: Producer | None = None
         self._ocr = ocr
+        self._stop = Event()
+        self._current: tuple[str, int] | None = None  # the partition of the chunk in hand
+        self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
+        self._chunk_failures: dict[tuple[str, int, int], int] = {}
+        self._lag_reported_at = 0.0
         self.ready = False
 
     def run(self, stop: Event) -> None:
-        """The loop. Each chunk: OCR, then one transaction of results + consumed offset."""
-        self._producer.init_transactions()  # fences any older instance with our transactional.id
+        """The loop. Each chunk: pause, OCR (polling on), one transaction of results + consumed offset, resume."""
+        self._stop = stop
+        self._producer = self._start_producer()
         self._consumer.subscribe([self._settings.topic_ocr_chunks],
                                  on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         while not stop.is_set():
+            self._report_lag()
             msg = self._consumer.poll(0.5)
             if msg is None:
                 continue
@@ -161,70 +196,187 @@ class OcrWorker:
                 log.warning("consumer error", extra={"error": msg.error().str()})
                 continue
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
+            self._current, self._lost = (msg.topic(), msg.partition()), set()
+            self._consumer.pause(self._consumer.assignment())
             try:
-                records = self._transform(msg, stop)
-            except ShutdownRequested:
+                try:
+                    self._commit_chunk(msg, self._transform(msg))
+                except RecordsRefused as exc:
+                    self._commit_chunk(msg, self._failed_records(msg, FailureReason.RESULT_TOO_LARGE, str(exc), 1))
+            except ChunkRetry:
                 self._rewind(msg)
-                break
-            try:
-                self._commit_chunk(msg, records)
-            except KafkaException as exc:
-                kind = classify_kafka_error(exc)
-                log.warning("transaction failed", extra={"kind": kind.value, "error": str(exc), **_position(msg)})
-                if kind is KafkaErrorKind.FATAL:
-                    raise FatalError(str(exc)) from exc
-                self._producer.abort_transaction()
-                TRANSACTIONS.labels("ocr_chunk", "aborted").inc()
-                self._rewind(msg)
+            except ChunkAbandoned as exc:
+                log.info("chunk abandoned, the partition's next owner redoes it", extra={"why": str(exc),
+                                                                                        **_position(msg)})
+            finally:
+                self._current = None
+                self._consumer.resume(self._consumer.assignment())
 
-    def _transform(self, msg: Message, stop: Event) -> list[tuple[str, bytes | None, bytes]]:
-        """A chunk → its results; an undecodable record → one DLQ record holding its bytes."""
+    def _transform(self, msg: Message) -> list[Record]:
+        """A chunk → its records; an undecodable record or a chunk that keeps raising → the DLQ, its files failed."""
         try:
             chunk: ChunkRequested = decode(Topic.OCR_CHUNKS, msg.value())
         except UndecodableMessage as exc:
             MESSAGES_DEAD_LETTERED.labels(msg.topic(), "undecodable").inc()
             log.error("undecodable chunk sent to DLQ", extra={"reason": str(exc), **_position(msg)})
-            record = dlq_record(msg, reason=str(exc), error=exc, service="ocr_worker")
-            return [(self._settings.topic_ocr_dlq, msg.key(), encode(record))]
-        results = self._ocr.ocr_chunk(chunk, stop)
-        return [(self._settings.topic_ocr_results, chunk.batch_id.encode(), encode(r)) for r in results]
+            return [message_record(self._settings.topic_ocr_dlq, msg.key(),
+                                   dlq_record(msg, reason=str(exc), error=exc, service="ocr_worker"))]
+        position = (msg.topic(), msg.partition(), msg.offset())
+        try:
+            outcome = self._ocr.ocr_chunk(chunk, self._wait)
+        except ChunkAbandoned:
+            raise
+        except Exception as exc:  # a bug, not bad input: a bounded number of tries, then the DLQ
+            tries = self._chunk_failures[position] = self._chunk_failures.get(position, 0) + 1
+            log.exception("transform raised", extra={"tries": tries, **_position(msg)})
+            if tries < self._settings.chunk_attempts:
+                raise ChunkRetry from exc
+            outcome = self._ocr.failed_chunk(chunk, FailureReason.TRANSFORM_ERROR,
+                                             f"{type(exc).__name__}: {exc} (after {tries} tries)", tries)
+        self._chunk_failures.pop(position, None)
+        return self._records(msg, chunk, outcome)
 
-    def _commit_chunk(self, msg: Message, records: list[tuple[str, bytes | None, bytes]]) -> None:
-        """1. begin  2. produce the records  3. add the consumed offset  4. commit — all or nothing."""
+    def _failed_records(self, msg: Message, code: FailureReason, reason: str, tries: int) -> list[Record]:
+        chunk: ChunkRequested = decode(Topic.OCR_CHUNKS, msg.value())
+        return self._records(msg, chunk, self._ocr.failed_chunk(chunk, code, reason, tries))
+
+    def _records(self, msg: Message, chunk: ChunkRequested, outcome: ChunkOutcome) -> list[Record]:
+        s = self._settings
+        records = [message_record(s.topic_ocr_results, r.batch_id, r) for r in outcome.results]
+        records += [message_record(s.topic_ocr_chunks, item.chunk_id, item) for item in outcome.work_items]
+        if outcome.dead:
+            MESSAGES_DEAD_LETTERED.labels(msg.topic(), "kept_failing").inc()
+            reason = "; ".join(f"{file_id}: {why}" for file_id, why in outcome.dead.items())
+            codes = sorted({r.error_code.value for r in outcome.results if r.file_id in outcome.dead and r.error_code})
+            record = dlq_record(msg, reason=reason[:4000], error=",".join(codes), service="ocr_worker",
+                                attempts=outcome.tries, file_ids=list(outcome.dead))
+            records.append(message_record(s.topic_ocr_dlq, msg.key(), record))
+            log.error("files sent to DLQ", extra={"batch_id": chunk.batch_id, "file_ids": list(outcome.dead),
+                                                  **_position(msg)})
+        return records
+
+    def _commit_chunk(self, msg: Message, records: list[Record]) -> None:
+        """1. begin  2. produce the records  3. add the consumed offset  4. commit — all or nothing.
+        On a broker error: abort (or rebuild the producer) and commit the same records again, never redoing the
+        OCR; a commit whose answer was lost is recognized by the group's committed offset."""
+        backoff, in_doubt = 0.5, False
+        while True:
+            self._keep_alive()
+            try:
+                if in_doubt and self._committed_past(msg):
+                    return
+                if self._producer is None:
+                    self._producer = self._start_producer()
+                self._transact(msg, records)
+                return
+            except (KafkaException, TransactionCallHung) as exc:
+                in_doubt = True
+                if self._recover_producer(exc, msg) is KafkaErrorKind.REFUSED:
+                    raise RecordsRefused(str(exc)) from exc
+            self._wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _transact(self, msg: Message, records: list[Record]) -> None:
         started = time.perf_counter()
+        timeout = self._settings.transaction_call_timeout_s
         self._producer.begin_transaction()
-        for topic, key, value in records:
-            self._producer.produce(topic, value=value, key=key)
+        for topic, key, value, headers in records:
+            self._producer.produce(topic, value=value, key=key, headers=headers)
         next_offset = [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)]
-        self._producer.send_offsets_to_transaction(next_offset, self._consumer.consumer_group_metadata())
-        self._commit_transaction()
+        self._bounded(self._producer.send_offsets_to_transaction, next_offset,
+                      self._consumer.consumer_group_metadata(), timeout)
+        self._bounded(self._producer.commit_transaction, timeout)
         TRANSACTION_SECONDS.labels("ocr_chunk").observe(time.perf_counter() - started)
         TRANSACTIONS.labels("ocr_chunk", "committed").inc()
         log.info("chunk committed", extra={"records": len(records), **_position(msg)})
 
-    def _commit_transaction(self, attempts: int = 3) -> None:
-        """A retriable commit error (e.g. a timeout) leaves the outcome open: commit again, as librdkafka asks."""
-        for attempt in range(1, attempts + 1):
+    def _bounded(self, call: Callable, *args):
+        """The call's result, or TransactionCallHung if it is still running well past its own timeout."""
+        outcome: dict = {}
+
+        def run() -> None:
             try:
-                self._producer.commit_transaction()
-                return
-            except KafkaException as exc:
-                if attempt == attempts or classify_kafka_error(exc) is not KafkaErrorKind.RETRIABLE:
-                    raise
+                outcome["value"] = call(*args)
+            except BaseException as exc:  # handed to the waiting thread as it is
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, name="transaction-call", daemon=True)
+        thread.start()
+        thread.join(self._settings.transaction_call_timeout_s + 5)
+        if thread.is_alive():
+            raise TransactionCallHung(f"{getattr(call, '__name__', call)} still waiting after "
+                                      f"{self._settings.transaction_call_timeout_s + 5:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    def _recover_producer(self, exc: KafkaException | TransactionCallHung, msg: Message) -> KafkaErrorKind:
+        """Abort the open transaction; a producer that is fenced, fatal, hung or cannot abort is replaced
+        in-process (the new one's init_transactions aborts whatever the old one left open). Returns the kind."""
+        kind = KafkaErrorKind.FATAL if isinstance(exc, TransactionCallHung) else classify_kafka_error(exc)
+        TRANSACTIONS.labels("ocr_chunk", "aborted").inc()
+        log.warning("transaction failed", extra={"kind": kind.value, "error": str(exc), **_position(msg)})
+        if self._producer is None:  # not built yet: the broker is still away
+            return kind
+        if kind is not KafkaErrorKind.FATAL:
+            try:
+                self._bounded(self._producer.abort_transaction, self._settings.transaction_call_timeout_s)
+                return kind
+            except (KafkaException, TransactionCallHung) as abort_exc:
+                log.warning("abort failed, rebuilding the producer", extra={"error": str(abort_exc)})
+        self._producer = None  # the next try builds a new one
+        PRODUCERS_REBUILT.inc()
+        return kind
+
+    def _start_producer(self) -> Producer:
+        producer = self._new_producer()
+        self._bounded(producer.init_transactions, self._settings.transaction_call_timeout_s)  # fences older ones
+        return producer
+
+    def _committed_past(self, msg: Message) -> bool:
+        tp = TopicPartition(msg.topic(), msg.partition())
+        [committed] = self._consumer.committed([tp], timeout=self._settings.transaction_call_timeout_s)
+        return committed.offset > msg.offset()
+
+    def _keep_alive(self) -> None:
+        """While a chunk is in hand: poll (group membership, rebalance callbacks) but take no new records."""
+        if self._stop.is_set():
+            raise ChunkAbandoned("stop requested")
+        msg = self._consumer.poll(0)
+        if msg is not None and not msg.error():  # from a partition assigned mid-chunk: put it back for later
+            self._rewind(msg)
+            self._consumer.pause([TopicPartition(msg.topic(), msg.partition())])
+        if self._current in self._lost:
+            raise ChunkAbandoned("partition revoked")
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        self._keep_alive()
+        while time.monotonic() < deadline:
+            self._stop.wait(min(0.5, max(deadline - time.monotonic(), 0)))
+            self._keep_alive()
+
+    def _report_lag(self) -> None:
+        if time.monotonic() - self._lag_reported_at >= 5.0:
+            record_consumer_lag(self._consumer, self._settings.worker_group, cached=True)
+            self._lag_reported_at = time.monotonic()
 
     def _rewind(self, msg: Message) -> None:
         self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
 
-    # Rebalance callbacks. Nothing is in flight across polls (each chunk commits before the next poll),
-    # so there is nothing to flush on revoke; the committed offsets are the transaction's.
+    # Rebalance callbacks. A partition revoked while its chunk is in hand abandons that chunk: its new owner
+    # redoes it, and this worker's transaction, if it got that far, would be refused by the group anyway.
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.ready = True  # a member of the group now, even if it got no partition
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._lost.update((p.topic, p.partition) for p in partitions)
+        forget_consumer_lag(self._settings.worker_group, partitions)
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._lost.update((p.topic, p.partition) for p in partitions)
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
 
 

@@ -2,22 +2,30 @@
 
 Exactly-once is the "offsets outside Kafka" pattern: the rows and the next offsets commit in ONE database
 transaction, and on assignment the consumer seeks to the offsets stored there. A crash anywhere replays only
-what the database does not hold; a repeated file_id changes nothing either way.
+what the database does not hold. A record Postgres refuses for its data is rolled back alone (a savepoint),
+dead-lettered through an outbox table in the same transaction, and its file counted as failed: no record can
+stop a partition. Retries and replays follow the replace rule in sql.py, so a repeat changes nothing.
 """
+import base64
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from threading import Event
+from typing import Any
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from psycopg_pool import ConnectionPool
+from pydantic import ValidationError
 
 from common.errors import DeliveryFailed, FatalError
-from common.kafka import dlq_record, produce_and_flush
-from common.observability import MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS
+from common.kafka import dlq_record, message_record, produce_and_flush
+from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
+                                  record_consumer_lag)
+from schemas.base import INT32_MAX, PageRange
 from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
-from schemas.results import FileResult
+from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, UndecodableMessage, decode, encode
 from services.persister import sql
 from services.persister.progress import progress_from_row
@@ -28,11 +36,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PolledWork:
-    """One poll's records, sorted: what to write, what to dead-letter, and where each partition resumes."""
+    """One poll's records in order, each decoded or the reason it is not, and where each partition resumes."""
 
-    events: list = field(default_factory=list)
-    results: list[FileResult] = field(default_factory=list)
-    dead_letters: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    records: list[tuple[Message, Any]] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -49,16 +55,20 @@ class Persister:
     def run(self, stop: Event) -> None:
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
-        self.publish_progress()  # snapshots committed before a crash but never sent
+        self.publish_pending()  # dead letters and snapshots committed before a crash but never sent
         backoff = self._settings.db_retry_backoff_s
+        published_at = time.monotonic()
         while not stop.is_set():
             messages = self._consumer.consume(self._settings.max_messages_per_transaction, self._settings.poll_timeout_s)
             if not messages:
+                if time.monotonic() - published_at > 5.0:  # what a broker outage held back, even when idle
+                    self.publish_pending()
+                    published_at = time.monotonic()
                 continue
             work = self._sort(messages)
             try:
                 resume_at = self._persist(work)
-            except (psycopg.OperationalError, DeliveryFailed) as exc:  # DB or broker away: rewind, wait, retry
+            except psycopg.OperationalError as exc:  # Postgres away: rewind, wait, retry; nothing is lost
                 log.warning("persisting failed, will retry", extra={"error": str(exc), "backoff_s": backoff})
                 self._rewind(work.first_offsets)
                 stop.wait(backoff)
@@ -68,7 +78,10 @@ class Persister:
                 self._rewind(work.first_offsets | resume_at)
                 continue
             backoff = self._settings.db_retry_backoff_s
-            self.publish_progress()
+            self.publish_pending()
+            published_at = time.monotonic()
+            record_consumer_lag(self._consumer, self._settings.persister_group, cached=True,
+                                positions=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()])
 
     def _sort(self, messages: list[Message]) -> PolledWork:
         work = PolledWork()
@@ -83,24 +96,18 @@ class Persister:
             work.first_offsets.setdefault(tp, msg.offset())
             work.next_offsets[tp] = msg.offset() + 1
             try:
-                message = decode(self._topics[msg.topic()], msg.value())
+                work.records.append((msg, decode(self._topics[msg.topic()], msg.value())))
             except UndecodableMessage as exc:
-                MESSAGES_DEAD_LETTERED.labels(msg.topic(), "undecodable").inc()
-                log.error("undecodable record sent to DLQ", extra={"topic": msg.topic(), "partition": msg.partition(),
-                                                                   "offset": msg.offset(), "reason": str(exc)})
-                record = dlq_record(msg, reason=str(exc), error=exc, service="persister")
-                work.dead_letters.append((self._settings.topic_ocr_dlq, msg.key(), encode(record)))
-                continue
-            (work.results if isinstance(message, FileResult) else work.events).append(message)
+                work.records.append((msg, exc))
         return work
 
     def _persist(self, work: PolledWork) -> dict[tuple[str, int], int]:
-        """1. dead letters out (flushed: a crash replays them, at-least-once)
-        2. one DB transaction: lock the stored offsets; if an earlier owner of a partition already got past
+        """1. one DB transaction: lock the stored offsets; if an earlier owner of a partition already got past
            this poll's first offset, write nothing and return where to resume
-        3. write rows, recount the touched batches, store the next offsets  4. commit."""
-        if work.dead_letters:
-            produce_and_flush(self._producer, work.dead_letters, timeout=30)
+        2. each record in its own savepoint; one Postgres refuses for its data is rolled back alone, its file is
+           written failed (result_refused) and the record goes into the DLQ outbox
+        3. recount the touched batches, store the next offsets  4. commit
+        (then publish_pending sends the outbox and the progress snapshots)"""
         started = time.perf_counter()
         with self._pool.connection() as conn, conn.transaction():
             stored = sql.load_offsets(conn, self._settings.persister_group, self._topics, for_update=True)
@@ -109,17 +116,8 @@ class Persister:
                 log.warning("records already persisted by an earlier owner, seeking past them",
                             extra={"positions": {f"{t}[{p}]": o for (t, p), o in ahead.items()}})
                 return ahead
-            touched: set[str] = set()
-            for event in work.events:
-                touched.add(event.batch_id)
-                if isinstance(event, BatchCreated):
-                    sql.upsert_batch_created(conn, event)
-                elif isinstance(event, BatchCancelled):
-                    sql.mark_batch_cancelled(conn, event)
-                elif isinstance(event, BatchRetryRequested):
-                    log.warning("retry requests are not supported yet; ignored", extra={"batch_id": event.batch_id})
-            inserted = sql.insert_file_results(conn, work.results)
-            touched.update(r.batch_id for r in work.results)
+            touched = {batch_id for msg, message in work.records
+                       if (batch_id := self._write_record(conn, msg, message)) is not None}
             if touched:
                 sql.recount_batches(conn, touched)
             sql.store_offsets(conn, self._settings.persister_group, work.next_offsets)
@@ -129,26 +127,85 @@ class Persister:
         # Kafka's own commit only feeds lag monitoring; restarts resume from the DB offsets.
         self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()],
                               asynchronous=True)
-        log.info("results persisted", extra={"events": len(work.events), "results": len(work.results),
-                                             "inserted": len(inserted), "duplicates": len(work.results) - len(inserted),
-                                             "batches": sorted(touched), "ms": round(elapsed * 1000, 1)})
+        log.info("records persisted", extra={"records": len(work.records), "batches": sorted(touched),
+                                             "ms": round(elapsed * 1000, 1)})
         return {}
 
-    def publish_progress(self) -> None:
-        """Send every snapshot the DB holds but batch.progress does not yet; versions make repeats harmless.
-        On failure the snapshots stay unpublished in the DB and go out on a later call."""
+    def _write_record(self, conn: psycopg.Connection, msg: Message, message: Any) -> str | None:
+        """Write one record; the batch it touched, if any."""
+        if isinstance(message, UndecodableMessage):
+            return self._dead_letter(conn, msg, reason=str(message), error=message, kind="undecodable")
         try:
+            with conn.transaction():  # a savepoint: a refusal rolls back this record alone
+                return self._write_message(conn, message)
+        except sql.REFUSED_DATA as exc:
+            return self._dead_letter(conn, msg, reason=f"PostgreSQL refused the record: {exc}", error=exc,
+                                     kind="refused")
+
+    def _write_message(self, conn: psycopg.Connection, message: Any) -> str:
+        if isinstance(message, FileResult):
+            sql.write_file_result(conn, message)
+        elif isinstance(message, BatchCreated):
+            sql.upsert_batch_created(conn, message)
+        elif isinstance(message, BatchCancelled):
+            sql.mark_batch_cancelled(conn, message)
+        elif isinstance(message, BatchRetryRequested):
+            log.warning("retry requests are not supported yet; ignored", extra={"batch_id": message.batch_id})
+        return message.batch_id
+
+    def _dead_letter(self, conn: psycopg.Connection, msg: Message, *, reason: str, error: Exception, kind: str
+                     ) -> str | None:
+        """Into the DLQ outbox with this transaction; a result that still names its file fails that file, so its
+        batch counts it. The batch touched, if any."""
+        reason = reason.replace("\x00", "")
+        sql.add_dead_letter(conn, msg, dlq_record(msg, reason=reason, error=error, service="persister"))
+        MESSAGES_DEAD_LETTERED.labels(msg.topic(), kind).inc()
+        failed = salvaged_result(msg.value(), reason) if self._topics[msg.topic()] is Topic.OCR_RESULTS else None
+        log.error("record dead-lettered", extra={"topic": msg.topic(), "partition": msg.partition(),
+                                                 "offset": msg.offset(), "reason": reason, "kind": kind,
+                                                 "batch_id": failed and failed.batch_id,
+                                                 "file_id": failed and failed.file_id})
+        if failed is None:
+            return None
+        try:
+            with conn.transaction():
+                sql.write_file_result(conn, failed)
+        except sql.REFUSED_DATA as exc:
+            log.error("the failed file row was refused too; dead-lettered only",
+                      extra={"batch_id": failed.batch_id, "file_id": failed.file_id, "error": str(exc)})
+            return None
+        return failed.batch_id
+
+    def publish_pending(self) -> None:
+        """Send what the DB committed but the topics do not hold yet: dead letters, then progress snapshots.
+        On failure they stay unpublished in the DB and go out on a later call, or after a restart."""
+        try:
+            self._publish_dead_letters()
             self._publish_unpublished_snapshots()
         except (psycopg.OperationalError, DeliveryFailed) as exc:
-            log.warning("progress not published yet, will retry", extra={"error": str(exc)})
+            log.warning("dead letters or progress not published yet, will retry", extra={"error": str(exc)})
+
+    def _publish_dead_letters(self) -> None:
+        """Oldest first, in rounds until none is left; each round marked published after its flush."""
+        limit = self._settings.dlq_record_max_bytes
+        while True:
+            with self._pool.connection() as conn:
+                rows = sql.unpublished_dead_letters(conn)
+                if not rows:
+                    return
+                produce_and_flush(self._producer, [(self._settings.topic_ocr_dlq, key, fit_dlq_record(record, limit))
+                                                   for _id, key, record in rows], timeout=30)
+                sql.mark_dead_letters_published(conn, [row_id for row_id, _key, _record in rows])
+            log.info("dead letters published", extra={"count": len(rows)})
 
     def _publish_unpublished_snapshots(self) -> None:
+        """Versions make repeats harmless."""
         with self._pool.connection() as conn:
             rows = sql.unpublished_batches(conn)
             if not rows:
                 return
             snapshots = [progress_from_row(row) for row in rows]
-            produce_and_flush(self._producer, [(self._settings.topic_batch_progress, p.batch_id.encode(), encode(p))
+            produce_and_flush(self._producer, [message_record(self._settings.topic_batch_progress, p.batch_id, p)
                                                for p in snapshots], timeout=30)
             sql.mark_published(conn, {p.batch_id: p.version for p in snapshots})
         for p in snapshots:
@@ -177,3 +234,52 @@ class Persister:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.warning("partitions lost", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
+
+
+# --- pure pieces the loop uses -----------------------------------------------------------------------------
+_SALVAGED_CHARS = 500  # keeps salvaged ids well under Postgres' btree index row limit (2704 bytes)
+_BIGINT_MAX = 2**63 - 1
+
+
+def salvaged_result(value: bytes | None, reason: str) -> FileResult | None:
+    """A refused ocr.results record that still names its batch, file and tenant → that file `failed`
+    (result_refused, with the reason), so its batch counts it and completes. None if it names no file."""
+    try:
+        data = json.loads(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    text = {name: _plain_text(data.get(name)) for name in
+            ("batch_id", "file_id", "tenant", "chunk_id", "original_name", "sha256", "content_type", "engine")}
+    if not (text["batch_id"] and text["file_id"] and text["tenant"]):
+        return None
+    try:
+        part = PageRange.model_validate(data.get("part")) if data.get("part") is not None else None
+    except ValidationError:
+        part = None  # the file is then failed whole
+    return FileResult(**text, status=FileStatus.FAILED, error=reason, error_code=FailureReason.RESULT_REFUSED,
+                      size=_bounded_int(data.get("size"), 0, _BIGINT_MAX, default=0),
+                      attempt=_bounded_int(data.get("attempt"), 1, INT32_MAX, default=1), part=part)
+
+
+def _plain_text(value: Any) -> str:
+    """A JSON string as Postgres text: no NUL, no lone surrogate, capped. Anything else is empty."""
+    if not isinstance(value, str):
+        return ""
+    return value.encode("utf-8", "replace").decode().replace("\x00", "")[:_SALVAGED_CHARS]
+
+
+def _bounded_int(value: Any, low: int, high: int, *, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high else default
+
+
+def fit_dlq_record(record: bytes, max_bytes: int) -> bytes:
+    """The DlqRecord as produced: one too large for the DLQ topic leaves out the original value (it stays in
+    the dlq_outbox table) and says so, rather than failing every publish after it."""
+    if len(record) <= max_bytes:
+        return record
+    dead = decode(Topic.OCR_DLQ, record)
+    size = len(base64.b64decode(dead.value_b64 or ""))
+    return encode(dead.model_copy(update={"value_b64": None, "reason": f"{dead.reason} (the original value of "
+                                          f"{size} bytes is left out, over {max_bytes} bytes; see dlq_outbox)"}))

@@ -11,3 +11,5 @@ class PersisterSettings(Settings):
     db_retry_backoff_s: float = Field(1.0, description="First wait after a database error; doubles up to 30 s")
     probe_host: str = "127.0.0.1"
     probe_port: int = 9102
+    dlq_record_max_bytes: int = Field(16_000_000, ge=1024, description="A larger DLQ record is produced without "
+                                      "the original value (kept in dlq_outbox): the DLQ topic takes 16 MiB at most")

@@ -1,18 +1,81 @@
-"""The persister's SQL over the table contract in schemas/db/ (files are written once: ON CONFLICT DO NOTHING)."""
-from collections.abc import Iterable
+"""The persister's SQL over the table contract in schemas/db/, and the pure rules that decide what it writes.
+
+A file's result is written under the replace rule (`replaces`), so retries and DLQ replays are idempotent; a file
+sent in page-range parts gets its files row once the parts cover every page (`assembled_file`).
+"""
+from collections.abc import Iterable, Mapping
 
 import numpy as np
+import psycopg
+from confluent_kafka import Message
 from psycopg import Connection
+from psycopg.rows import dict_row
+from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from schemas.batch_events import BatchCancelled, BatchCreated
-from schemas.results import FileResult
+from schemas.dlq import DlqRecord
+from schemas.results import FileResult, FileStatus
+from schemas.topics import encode
+
+# Postgres refuses the record's data (a constraint, a type's range, pgvector's dimension, NUL in text, a value
+# too large for an index): trying again cannot help. A lost connection (other OperationalErrors) can.
+REFUSED_DATA = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
+
+_TIMINGS = ("fetch_ms", "decode_ms", "ocr_ms", "embed_ms")
 
 
-def _clean(text: str) -> str:
-    return text.replace("\x00", "")  # Postgres text cannot hold NUL
+# --- pure rules --------------------------------------------------------------------------------------------
+def replaces(stored: Mapping, new: Mapping) -> bool:
+    """A result replaces a stored one (files row or part) iff that one failed and the new one is ok or a later
+    try; so a replay of what is stored changes nothing. Both carry `status` and `attempt`."""
+    later_or_ok = new["status"] == FileStatus.OK or new["attempt"] > stored["attempt"]
+    return stored["status"] == FileStatus.FAILED and later_or_ok
 
 
+def covers_all_pages(ranges: Iterable[tuple[int, int]], total_pages: int) -> bool:
+    """Whether the (first, last) page ranges cover 1..total_pages (interval walk: total_pages may be huge)."""
+    next_needed = 1
+    for first, last in sorted(ranges):
+        if first > next_needed:
+            return False
+        next_needed = max(next_needed, last + 1)
+    return next_needed > total_pages
+
+
+def assembled_file(parts: list[Mapping]) -> dict | None:
+    """The files row of a file whose parts cover all its pages, None before that. Failed if a part failed (the
+    first failed part's error), else skipped if one was skipped, else ok; pages and timings summed."""
+    if not parts:
+        return None
+    parts = sorted(parts, key=lambda p: p["first_page"])
+    if not covers_all_pages(((p["first_page"], p["last_page"]) for p in parts), max(p["total_pages"] for p in parts)):
+        return None
+    verdict = next((p for p in parts if p["status"] == FileStatus.FAILED), None) \
+        or next((p for p in parts if p["status"] == FileStatus.SKIPPED), None) or parts[0]
+    first = parts[0]
+    return {
+        "file_id": first["file_id"], "batch_id": first["batch_id"], "chunk_id": first["chunk_id"],
+        "tenant": first["tenant"], "original_name": first["original_name"], "sha256": first["sha256"],
+        "size_bytes": first["size_bytes"], "content_type": first["content_type"], "engine": first["engine"],
+        "embedding_model": first["embedding_model"],
+        "status": verdict["status"], "error": verdict["error"], "error_code": verdict["error_code"],
+        "page_count": sum(p["page_count"] for p in parts),
+        "timings": {k: sum(p["timings"].get(k, 0.0) for p in parts) for k in _TIMINGS},
+        "attempt": max(p["attempt"] for p in parts),
+    }
+
+
+def _file_row(r: FileResult) -> dict:
+    return {"file_id": r.file_id, "batch_id": r.batch_id, "chunk_id": r.chunk_id, "tenant": r.tenant,
+            "original_name": r.original_name, "sha256": r.sha256, "size_bytes": r.size,
+            "content_type": r.content_type, "status": r.status.value, "error": r.error,
+            "error_code": r.error_code and r.error_code.value, "engine": r.engine,
+            "embedding_model": r.embedding_model, "page_count": len(r.pages), "timings": r.timings.model_dump(),
+            "attempt": r.attempt}
+
+
+# --- consumer offsets --------------------------------------------------------------------------------------
 def load_offsets(conn: Connection, group_id: str, topics: Iterable[str], *, for_update: bool = False
                  ) -> dict[tuple[str, int], int]:
     """Next offset per (topic, partition); for_update serializes two owners of one partition."""
@@ -32,6 +95,7 @@ def store_offsets(conn: Connection, group_id: str, next_offsets: dict[tuple[str,
     )
 
 
+# --- batch events ------------------------------------------------------------------------------------------
 def upsert_batch_created(conn: Connection, event: BatchCreated) -> None:
     conn.execute(
         """INSERT INTO batches (batch_id, tenant, name, total_files, total_chunks, options, webhook_url, created_at)
@@ -52,42 +116,116 @@ def mark_batch_cancelled(conn: Connection, event: BatchCancelled) -> None:
     )
 
 
-def insert_file_results(conn: Connection, results: list[FileResult]) -> list[FileResult]:
-    """Insert files not seen before; returns those actually inserted (a repeated file_id changes nothing)."""
-    inserted: list[FileResult] = []
+# --- file results ------------------------------------------------------------------------------------------
+def write_file_result(conn: Connection, r: FileResult) -> bool:
+    """Store one file's result (or one part of it) under the replace rule; True if anything changed."""
+    if r.part is not None:
+        return _write_part(conn, r)
+    row = _file_row(r)
+    if not _insert_file(conn, row):  # a files row exists: a retry, a replay or a duplicate
+        stored = _locked_row(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
+        if not replaces(stored, row):
+            return False
+        _delete_file(conn, r.file_id)
+        _insert_file(conn, row)
+    _insert_pages(conn, r)
+    return True
+
+
+def _write_part(conn: Connection, r: FileResult) -> bool:
+    """Store the part (replacing a failed one); once the parts cover every page, their file replaces the files row
+    under the same rule. Until then the files row, if any, stays as it is."""
+    stored_part = _locked_row(conn, "SELECT status, attempt, last_page FROM file_parts"
+                                " WHERE file_id = %s AND first_page = %s FOR UPDATE", (r.file_id, r.part.first_page))
+    if stored_part is not None and not replaces(stored_part, _file_row(r)):
+        return False  # a repeated part
+    stored_file = _locked_row(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
+    if stored_file is not None and stored_file["status"] != FileStatus.FAILED:
+        return False  # an ok or skipped file is final
+    if stored_part is not None:
+        for table in ("pages", "words"):
+            conn.execute(f"DELETE FROM {table} WHERE file_id = %s AND page_number BETWEEN %s AND %s",
+                         (r.file_id, r.part.first_page, stored_part["last_page"]))
+        conn.execute("DELETE FROM file_parts WHERE file_id = %s AND first_page = %s", (r.file_id, r.part.first_page))
+    _insert_pages(conn, r)
+    row = _file_row(r)
+    conn.execute(
+        """INSERT INTO file_parts (file_id, first_page, last_page, total_pages, batch_id, chunk_id, tenant,
+             original_name, sha256, size_bytes, content_type, status, error, error_code, engine, embedding_model,
+             page_count, timings, attempt)
+           VALUES (%(file_id)s, %(first_page)s, %(last_page)s, %(total_pages)s, %(batch_id)s, %(chunk_id)s,
+             %(tenant)s, %(original_name)s, %(sha256)s, %(size_bytes)s, %(content_type)s, %(status)s, %(error)s,
+             %(error_code)s, %(engine)s, %(embedding_model)s, %(page_count)s, %(timings)s, %(attempt)s)""",
+        row | r.part.model_dump() | {"timings": Jsonb(row["timings"])},
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        parts = cur.execute("SELECT * FROM file_parts WHERE file_id = %s", (r.file_id,)).fetchall()
+    file = assembled_file(parts)
+    if file is not None and (stored_file is None or replaces(stored_file, file)):
+        conn.execute("DELETE FROM files WHERE file_id = %s", (r.file_id,))  # the pages are the parts'
+        _insert_file(conn, file)
+    return True
+
+
+def _locked_row(conn: Connection, query: str, params: tuple) -> dict | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchone()
+
+
+def _delete_file(conn: Connection, file_id: str) -> None:
+    """The files row with its pages, words and parts: a replaced result leaves nothing behind."""
+    conn.execute("""WITH words AS (DELETE FROM words WHERE file_id = %(id)s),
+                         pages AS (DELETE FROM pages WHERE file_id = %(id)s),
+                         parts AS (DELETE FROM file_parts WHERE file_id = %(id)s)
+                    DELETE FROM files WHERE file_id = %(id)s""", {"id": file_id})
+
+
+def _insert_file(conn: Connection, row: dict) -> bool:
+    """The files row (what counts) and its line in the history of attempts, unless the file has a row already.
+    A result may arrive before its BatchCreated (different topics): a placeholder batches row holds its place."""
+    inserted = conn.execute(
+        """WITH batch AS (INSERT INTO batches (batch_id, tenant) VALUES (%(batch_id)s, %(tenant)s) ON CONFLICT DO NOTHING),
+                file AS (
+                  INSERT INTO files (file_id, batch_id, chunk_id, tenant, original_name, sha256, size_bytes,
+                    content_type, status, error, error_code, engine, embedding_model, page_count, timings, attempt)
+                  VALUES (%(file_id)s, %(batch_id)s, %(chunk_id)s, %(tenant)s, %(original_name)s, %(sha256)s,
+                    %(size_bytes)s, %(content_type)s, %(status)s, %(error)s, %(error_code)s, %(engine)s,
+                    %(embedding_model)s, %(page_count)s, %(timings)s, %(attempt)s)
+                  ON CONFLICT (file_id) DO NOTHING RETURNING file_id, attempt, status, error_code, error)
+           INSERT INTO file_attempts (file_id, attempt, status, error_code, error) SELECT * FROM file RETURNING 1""",
+        row | {"timings": Jsonb(row["timings"])},
+    ).fetchone()
+    return inserted is not None
+
+
+_INSERT_PAGES = SQL("INSERT INTO pages (file_id, page_number, batch_id, tenant, width, height, text, mean_confidence,"
+                    " rotation, skew, needs_review, embedding) VALUES {}")
+_PAGE_VALUES = SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+
+
+def _insert_pages(conn: Connection, r: FileResult) -> None:
+    if not r.pages:
+        return
+    rows = [(r.file_id, p.page_number, r.batch_id, r.tenant, p.width, p.height, p.text, p.mean_confidence,
+             p.rotation, p.skew, p.needs_review,
+             None if p.embedding is None else np.asarray(p.embedding, dtype=np.float32)) for p in r.pages]
     with conn.cursor() as cur:
-        for r in results:
-            # A result may arrive before its BatchCreated (different topics): hold a placeholder row.
-            cur.execute("INSERT INTO batches (batch_id, tenant) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                        (r.batch_id, r.tenant))
-            cur.execute(
-                """INSERT INTO files (file_id, batch_id, chunk_id, tenant, original_name, sha256, size_bytes,
-                     content_type, status, error, engine, embedding_model, page_count, timings, attempt)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (file_id) DO NOTHING RETURNING file_id""",
-                (r.file_id, r.batch_id, r.chunk_id, r.tenant, _clean(r.original_name), r.sha256, r.size,
-                 r.content_type, r.status.value, r.error, r.engine, r.embedding_model, len(r.pages),
-                 Jsonb(r.timings.model_dump()), r.attempt),
-            )
-            if cur.fetchone() is not None:
-                inserted.append(r)
-        cur.executemany(
-            """INSERT INTO pages (file_id, page_number, batch_id, tenant, width, height, text, mean_confidence, embedding)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-            [(r.file_id, p.page_number, r.batch_id, r.tenant, p.width, p.height, _clean(p.text), p.mean_confidence,
-              None if p.embedding is None else np.asarray(p.embedding, dtype=np.float32))
-             for r in inserted for p in r.pages],
-        )
+        # One multi-row INSERT per 1,000 pages: one round trip for the usual one-page file (executemany takes several).
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start:start + 1000]
+            cur.execute(_INSERT_PAGES.format(SQL(", ").join([_PAGE_VALUES] * len(chunk))),
+                        [value for row in chunk for value in row])
+        if not any(p.words for p in r.pages):
+            return
         with cur.copy("COPY words (file_id, page_number, word_index, text, confidence, x, y, width, height)"
                       " FROM STDIN") as copy:
-            for r in inserted:
-                for p in r.pages:
-                    for i, w in enumerate(p.words):
-                        copy.write_row((r.file_id, p.page_number, i, _clean(w.text), w.confidence,
-                                        w.bbox.x, w.bbox.y, w.bbox.width, w.bbox.height))
-    return inserted
+            for p in r.pages:
+                for i, w in enumerate(p.words):
+                    copy.write_row((r.file_id, p.page_number, i, w.text, w.confidence,
+                                    w.bbox.x, w.bbox.y, w.bbox.width, w.bbox.height))
 
 
+# --- batch accounting --------------------------------------------------------------------------------------
 def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
     """Absolute counts and the status they imply, and a new version, for every touched batch."""
     conn.execute(
@@ -118,9 +256,8 @@ def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
     )
 
 
+# --- what goes out after the commit: progress snapshots and dead letters -----------------------------------
 def unpublished_batches(conn: Connection, limit: int = 1000) -> list[dict]:
-    from psycopg.rows import dict_row
-
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT * FROM batches WHERE published_version < version ORDER BY updated_at LIMIT %s", (limit,)
@@ -132,3 +269,24 @@ def mark_published(conn: Connection, versions: dict[str, int]) -> None:
         "UPDATE batches SET published_version = %s WHERE batch_id = %s AND published_version < %s",
         [(v, batch_id, v) for batch_id, v in versions.items()],
     )
+
+
+def add_dead_letter(conn: Connection, msg: Message, record: DlqRecord) -> None:
+    conn.execute(
+        """INSERT INTO dlq_outbox (source_topic, source_partition, source_offset, reason, error_class, record_key, record)
+           VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+        (record.source_topic, record.partition, record.offset, record.reason, record.error_class, msg.key(),
+         encode(record)),
+    )
+
+
+def unpublished_dead_letters(conn: Connection, limit: int = 100) -> list[tuple[int, bytes | None, bytes]]:
+    """(id, key, DlqRecord bytes) not yet produced, oldest first; locked, so two persisters do not both send one."""
+    return conn.execute(
+        "SELECT id, record_key, record FROM dlq_outbox WHERE published_at IS NULL ORDER BY id LIMIT %s"
+        " FOR UPDATE SKIP LOCKED", (limit,),
+    ).fetchall()
+
+
+def mark_dead_letters_published(conn: Connection, ids: list[int]) -> None:
+    conn.execute("UPDATE dlq_outbox SET published_at = now() WHERE id = ANY(%s)", (ids,))

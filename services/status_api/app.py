@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from common.db import build_pool
 from common.embedding import Embedder, build_embedder
 from common.http import TenantDep, probe_router
+from common.observability import RequestMetrics
 from schemas.api import BatchPublic, FileResultsPublic, ProblemDetail, SearchResults, WebhookDeliveriesPublic
 from schemas.base import utc_now
 from schemas.progress import BatchProgress
@@ -41,6 +42,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
     app.state.settings = settings  # read by common.http.tenant_for_request
     app.include_router(probe_router(_is_ready))
     app.include_router(router)
+    app.add_middleware(RequestMetrics)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)
     return app

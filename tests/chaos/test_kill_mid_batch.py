@@ -7,9 +7,8 @@ import time
 import psycopg
 import pytest
 
-from demo.processes import running_services
+from demo.processes import client_for, running_services
 from demo.sample_batch import render_sample_batch
-from ocrstream import OcrstreamClient
 from tests.helpers import file_row_counts
 
 pytestmark = pytest.mark.chaos
@@ -43,7 +42,7 @@ def test_sigkill_workers_and_persister_mid_batch(settings, isolated_env, tmp_pat
     print(f"seed {seed}: SIGKILL schedule (rows persisted → victim): {schedule}")
 
     with running_services(isolated_env, tmp_path / "logs") as services, \
-            OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
+            client_for(services) as client:
         accepted = client.submit([s.path for s in samples], name="chaos", chunk_size=3)
         batch_id = accepted["batch_id"]
         for rows_seen, victim in schedule:

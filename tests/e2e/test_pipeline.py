@@ -3,9 +3,8 @@ import statistics
 
 import pytest
 
-from demo.processes import running_services
+from demo.processes import client_for, running_services
 from demo.sample_batch import line_error_rates, render_sample_batch
-from ocrstream import OcrstreamClient
 from tests.helpers import distinctive_phrase, file_row_counts
 
 pytestmark = pytest.mark.e2e
@@ -15,7 +14,7 @@ def test_a_batch_flows_through_all_four_services(settings, isolated_env, tmp_pat
     samples = render_sample_batch(tmp_path / "batch", images=20, pdf_pages=3, seed=11)
     assert len(samples) == 21
     with running_services(isolated_env, tmp_path / "logs") as services, \
-            OcrstreamClient(services["ingest"].probe_url, services["status_api"].probe_url, "dev-key") as client:
+            client_for(services) as client:
         accepted = client.submit([s.path for s in samples], name="e2e", chunk_size=4)
         assert accepted["total_files"] == 21 and accepted["total_chunks"] == 6
         final = client.wait(accepted["batch_id"], timeout=600)

@@ -4,9 +4,6 @@ down + up, that `down` leaves no recorded process alive, and that `status` follo
 
 from __future__ import annotations
 
-import shutil
-import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -20,18 +17,6 @@ pytestmark = pytest.mark.stack
 COMPONENTS = ["kafka", "s3", "postgres"]
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct ports that are free on 127.0.0.1 right now (all held open together, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -41,30 +26,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(request) -> StackSettings:
-    # Not pytest's tmp_path: /tmp/pytest-of-root is 0700, and Postgres runs as an unprivileged user that
-    # must be able to reach its data directory.
-    root = Path(tempfile.mkdtemp(prefix="ocrstream-stack-test-"))
-    root.chmod(0o755)
-    kafka, controller, s3, metrics, pg = _free_ports(5)
-    settings = StackSettings(
-        dir=root / "stack",
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        s3_port=s3,
-        juicefs_metrics_port=metrics,
-        pg_port=pg,
-        kafka_heap="384m",
-    )
-
-    def cleanup() -> None:
-        try:
-            stop_stack(settings)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-    request.addfinalizer(cleanup)
-    return settings
+def stack(private_stack_settings) -> StackSettings:
+    return private_stack_settings
 
 
 def _pids(settings: StackSettings) -> dict[str, int | None]:

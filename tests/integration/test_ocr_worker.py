@@ -2,21 +2,22 @@
 failed with a reason or dead-lettered, and the group's offsets moved exactly past what was processed."""
 import io
 import threading
+import time
 import uuid
+from contextlib import ExitStack
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from common.embedding import build_embedder
-from common.kafka import build_consumer, build_producer, produce_and_flush
+from common.kafka import build_producer, produce_and_flush
 from common.storage import build_s3_client, put_stream
 from demo.sample_batch import character_error_rate, render_sample_batch
 from schemas.batch_events import BatchOptions
 from schemas.chunks import ChunkRequested, StoredFile
-from schemas.results import FileResult, FileStatus
+from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, decode, encode
+from services.ocr_worker.__main__ import build_worker
 from services.ocr_worker.settings import WorkerSettings
-from services.ocr_worker.worker import ChunkOcr, OcrWorker
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -47,25 +48,24 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
     produce_and_flush(build_producer(settings, client_id="seed"), records, timeout=10)
 
     stop = threading.Event()
-    ocr = ChunkOcr(settings, s3, build_embedder(settings.embedder))
-    consumer = build_consumer(settings, group_id=settings.worker_group, client_id="test-worker")
-    producer = build_producer(settings, client_id="test-worker", transactional_id=f"t-{settings.worker_id}")
-    thread = threading.Thread(target=OcrWorker(settings, consumer, producer, ocr).run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        results: list[FileResult] = [decode(Topic.OCR_RESULTS, m.value()) for m in
-                                     read_topic(settings, settings.topic_ocr_results, expected=6, deadline_s=180)]
-    finally:
-        stop.set()
-        thread.join(60)
-        consumer.close()
-        ocr.close()
+    with ExitStack() as stack:
+        thread = threading.Thread(target=build_worker(settings, stack).run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            results: list[FileResult] = [decode(Topic.OCR_RESULTS, m.value()) for m in
+                                         read_topic(settings, settings.topic_ocr_results, expected=6, deadline_s=180)]
+        finally:
+            stop.set()
+            thread.join(60)
 
     assert sorted(r.file_id for r in results) == sorted(f.file_id for f in files + [garbage, gone, klingon])
     by_name = {r.original_name: r for r in results}
     assert by_name["broken.png"].status is FileStatus.FAILED and by_name["broken.png"].error
+    assert by_name["broken.png"].error_code is FailureReason.UNDECODABLE
     assert by_name["deleted.png"].status is FileStatus.FAILED and "no longer exists" in by_name["deleted.png"].error
+    assert by_name["deleted.png"].error_code is FailureReason.OBJECT_MISSING
     assert by_name["klingon.png"].status is FileStatus.FAILED and "tlh" in by_name["klingon.png"].error
+    assert by_name["klingon.png"].error_code is FailureReason.LANGUAGE_UNAVAILABLE
     for sample in samples:
         r = by_name[sample.path.name]
         assert r.status is FileStatus.OK and len(r.pages) == len(sample.pages)
@@ -82,3 +82,93 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
     for tp, (_low, high) in zip(committed, low_high):
         # Past everything consumed (the log end) on partitions that had records; nothing committed elsewhere.
         assert tp.offset == (high if high > 0 else -1001), (tp, high)
+
+
+def _run_worker(settings, records, *, until, ocr_factory=None, deadline_s: float = 120):
+    """A worker thread over `records` (produced to the chunks topic first) until `until(results)` holds."""
+    produce_and_flush(build_producer(settings, client_id="seed"), records, timeout=10)
+    stop = threading.Event()
+    with ExitStack() as stack:
+        worker = build_worker(settings, stack)
+        if ocr_factory:
+            worker._ocr = ocr_factory(worker._ocr)
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + deadline_s
+        try:
+            while True:
+                results = [decode(Topic.OCR_RESULTS, m.value()) for m in
+                           read_topic(settings, settings.topic_ocr_results, expected=1, deadline_s=deadline_s)]
+                if until(results):
+                    return results
+                assert time.monotonic() < deadline, f"not there after {deadline_s} s: {results}"
+        finally:
+            stop.set()
+            thread.join(60)
+
+
+def _fast_settings(**overrides) -> WorkerSettings:
+    return WorkerSettings(worker_id=f"w-{uuid.uuid4().hex[:6]}", worker_group=f"g-{uuid.uuid4().hex}", engine="fast",
+                          **overrides)
+
+
+def test_a_chunk_whose_transform_keeps_raising_goes_to_the_dlq_and_the_partition_moves_on(settings):
+    settings = _fast_settings(chunk_attempts=3, topic_partitions=1)
+    s3 = build_s3_client(settings)
+    files = [upload(settings, s3, f"{i}.png", _png(i), "image/png") for i in range(3)]
+    poisoned = ChunkRequested(batch_id="b", chunk_id="b.00000", tenant="default", files=files[:2])
+    behind = ChunkRequested(batch_id="b", chunk_id="b.00001", tenant="default", files=files[2:])
+    tries: list[str] = []
+
+    class RaisingOnFirstChunk:  # the real transform, with a bug that hits one chunk
+        def __init__(self, real):
+            self._real = real
+
+        def ocr_chunk(self, chunk, wait):
+            if chunk.chunk_id == poisoned.chunk_id:
+                tries.append(chunk.chunk_id)
+                raise KeyError("a bug in the transform")
+            return self._real.ocr_chunk(chunk, wait)
+
+        def failed_chunk(self, *args):
+            return self._real.failed_chunk(*args)
+
+    records = [(settings.topic_ocr_chunks, c.chunk_id.encode(), encode(c)) for c in (poisoned, behind)]
+    results = _run_worker(settings, records, until=lambda rs: len(rs) >= 3, ocr_factory=RaisingOnFirstChunk)
+
+    assert len(tries) == 3, "tried chunk_attempts times, then dead-lettered"
+    by_id = {r.file_id: r for r in results}
+    assert len(results) == 3 == len(by_id)
+    for stored in files[:2]:
+        assert by_id[stored.file_id].error_code is FailureReason.TRANSFORM_ERROR
+        assert "KeyError" in by_id[stored.file_id].error and "after 3 tries" in by_id[stored.file_id].error
+    assert by_id[files[2].file_id].status is FileStatus.OK, "the chunk behind it on the same partition completed"
+    [dead] = [decode(Topic.OCR_DLQ, m.value()) for m in read_topic(settings, settings.topic_ocr_dlq, expected=1)]
+    assert dead.attempts == 3 and sorted(dead.file_ids) == sorted(f.file_id for f in files[:2])
+    assert decode(Topic.OCR_CHUNKS, __import__("base64").b64decode(dead.value_b64)) == poisoned
+
+
+def test_long_pdfs_become_page_range_work_items_and_large_results_become_parts(settings, tmp_path):
+    settings = _fast_settings(pages_per_work_item=4, max_result_bytes=40_000)
+    s3 = build_s3_client(settings)
+    pdf = render_sample_batch(tmp_path, images=0, pdf_pages=10, seed=5)[0]
+    stored = upload(settings, s3, pdf.path.name, pdf.path.read_bytes(), "application/pdf")
+    chunk = ChunkRequested(batch_id="b", chunk_id="b.00000", tenant="default", files=[stored])
+    results = _run_worker(settings, [(settings.topic_ocr_chunks, b"b.00000", encode(chunk))],
+                          until=lambda rs: sum(r.part.page_count for r in rs) >= 10)
+
+    assert {r.file_id for r in results} == {stored.file_id}
+    parts = sorted(results, key=lambda r: r.part.first_page)
+    pages = [p.page_number for r in parts for p in r.pages]
+    assert pages == list(range(1, 11)), "every page once, across the parts"
+    assert [(r.status, r.error, r.part.total_pages) for r in parts] == [(FileStatus.OK, None, 10)] * len(parts)
+    assert max(len(encode(r)) for r in parts) <= settings.max_result_bytes
+    assert len(parts) >= 3  # 3 work items (4 + 4 + 2 pages), each cut further if over max_result_bytes
+
+
+def _png(seed: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (120, 60), (seed, seed, seed)).save(buffer, "PNG")
+    return buffer.getvalue()

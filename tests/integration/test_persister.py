@@ -4,9 +4,12 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 import pytest
+from confluent_kafka import Producer
+from psycopg_pool import ConnectionPool
 
 from common.db import build_pool
 from common.kafka import build_consumer, build_producer, produce_and_flush
@@ -22,25 +25,32 @@ pytestmark = pytest.mark.integration
 
 
 def result(batch_id: str, file_id: str, *, status=FileStatus.OK) -> FileResult:
-    words = [Word(text=f"w{i}", confidence=90, bbox=BoundingBox(x=i, y=0, width=5, height=5)) for i in range(4)]
+    words = [Word(text=f"w{i}", confidence=0.9, bbox=BoundingBox(x=i, y=0, width=5, height=5)) for i in range(4)]
     return FileResult(batch_id=batch_id, chunk_id=f"{batch_id}.00000", file_id=file_id, tenant="default",
                       status=status, original_name=f"{file_id}.png", sha256="0" * 64, size=1, content_type="image/png",
                       engine="fast", error="bad" if status is FileStatus.FAILED else None,
                       pages=[] if status is FileStatus.FAILED else
-                      [Page(page_number=1, width=10, height=10, text=f"text of {file_id}", mean_confidence=90,
+                      [Page(page_number=1, width=10, height=10, text=f"text of {file_id}", mean_confidence=0.9,
                             words=words, embedding=[0.0] * 511 + [1.0])])
 
 
+@dataclass
+class RunningPersister:
+    pool: ConnectionPool
+    thread: threading.Thread
+
+
 @contextmanager
-def running_persister(settings: PersisterSettings):
+def running_persister(settings: PersisterSettings, producer: Producer | None = None):
+    """The persister's loop on a thread, as __main__ runs it; stopped (and its consumer closed) on exit."""
     stop = threading.Event()
     with build_pool(settings, name="test-persister") as pool:
         consumer = build_consumer(settings, group_id=settings.persister_group, client_id="test-persister")
-        persister = Persister(settings, consumer, build_producer(settings, client_id="test-persister"), pool)
+        persister = Persister(settings, consumer, producer or build_producer(settings, client_id="test-persister"), pool)
         thread = threading.Thread(target=persister.run, args=(stop,), daemon=True)
         thread.start()
         try:
-            yield pool
+            yield RunningPersister(pool, thread)
         finally:
             stop.set()
             thread.join(30)
@@ -70,7 +80,8 @@ def test_results_persist_once_and_progress_is_published(settings):
     records.append((settings.topic_batch_events, batch.encode(), encode(created)))
     produce_and_flush(producer, records, timeout=10)
 
-    with running_persister(settings) as pool:
+    with running_persister(settings) as running:
+        pool = running.pool
         wait_for("SELECT status, succeeded, failed FROM batches WHERE batch_id = %s", (batch,),
                  ("completed", 3, 1), pool)
         wait_for("SELECT count(*) = 0 FROM batches WHERE published_version < version", (), (True,), pool)
@@ -94,13 +105,15 @@ def test_restart_resumes_from_the_offsets_stored_in_postgres(settings):
     batch = f"b{uuid.uuid4().hex[:8]}"
     producer = build_producer(settings, client_id="seed")
     produce_and_flush(producer, [(settings.topic_ocr_results, batch.encode(), encode(result(batch, f"{batch}-a")))], timeout=10)
-    with running_persister(settings) as pool:
+    with running_persister(settings) as running:
+        pool = running.pool
         wait_for("SELECT count(*) FROM files WHERE batch_id = %s", (batch,), (1,), pool)
     # If a restart re-read the topic from Kafka's start instead of the DB offsets, this row would come back.
     with psycopg.connect(settings.database_url, options=f"-c search_path={settings.database_schema},public") as conn:
         conn.execute("DELETE FROM files WHERE file_id = %s", (f"{batch}-a",))
     produce_and_flush(producer, [(settings.topic_ocr_results, batch.encode(), encode(result(batch, f"{batch}-b")))], timeout=10)
-    with running_persister(settings) as pool:
+    with running_persister(settings) as running:
+        pool = running.pool
         wait_for("SELECT count(*) FROM files WHERE batch_id = %s", (batch,), (1,), pool)
         with pool.connection() as conn:
             assert conn.execute("SELECT file_id FROM files WHERE batch_id = %s", (batch,)).fetchone() == (f"{batch}-b",)

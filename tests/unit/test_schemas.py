@@ -9,7 +9,7 @@ from schemas.dlq import DlqRecord
 from schemas.export import JSON_DIR, render_json_schemas
 from schemas.progress import BatchProgress, BatchStatus
 from schemas.results import BoundingBox, FileResult, FileStatus, Page, Word
-from schemas.topics import Topic, UndecodableMessage, decode, encode
+from schemas.topics import Topic, UndecodableMessage, decode, encode, message_headers
 
 pytestmark = pytest.mark.unit
 
@@ -26,8 +26,8 @@ EXAMPLES = [
     (Topic.OCR_RESULTS, FileResult(
         batch_id="b1", chunk_id="b1.00000", file_id="f1", tenant="t", status=FileStatus.OK, original_name="스캔.png",
         sha256=SHA, size=10, content_type="image/png", engine="tesseract",
-        pages=[Page(page_number=1, width=100, height=50, text="안녕 hello", mean_confidence=91.5,
-                    words=[Word(text="안녕", confidence=90.0, bbox=BoundingBox(x=1, y=2, width=30, height=20))],
+        pages=[Page(page_number=1, width=100, height=50, text="안녕 hello", mean_confidence=0.915,
+                    words=[Word(text="안녕", confidence=0.9, bbox=BoundingBox(x=1, y=2, width=30, height=20))],
                     embedding=[0.5, -0.5] * 256)])),
     (Topic.BATCH_PROGRESS, BatchProgress(batch_id="b1", tenant="t", status=BatchStatus.PROCESSING, total_files=3,
                                          total_chunks=1, succeeded=1, failed=0, skipped=0,
@@ -40,7 +40,7 @@ EXAMPLES = [
 @pytest.mark.parametrize(("topic", "message"), EXAMPLES, ids=lambda x: type(x).__name__)
 def test_round_trip(topic, message):
     data = encode(message)
-    assert json.loads(data)["schema_version"] == 1
+    assert json.loads(data)["schema_version"] == "1.0"
     assert decode(topic, data) == message
 
 
@@ -50,7 +50,7 @@ def test_round_trip(topic, message):
         (Topic.OCR_CHUNKS, b"not json", "Invalid JSON"),
         (Topic.OCR_CHUNKS, None, "tombstone"),
         (Topic.BATCH_EVENTS, b'{"type": "batch_exploded", "batch_id": "b"}', "does not match any of the expected tags"),
-        (Topic.OCR_RESULTS, b'{"schema_version": 2}', "schema_version"),
+        (Topic.OCR_RESULTS, b'{"schema_version": "2.0"}', "schema_version"),
     ],
 )
 def test_malformed_payloads_are_rejected_with_a_reason(topic, payload, complaint):
@@ -58,17 +58,50 @@ def test_malformed_payloads_are_rejected_with_a_reason(topic, payload, complaint
         decode(topic, payload)
 
 
-def test_unknown_schema_version_is_rejected():
-    data = json.loads(encode(EXAMPLES[3][1]))
-    data["schema_version"] = 2
+@pytest.mark.parametrize("version", ["2.0", 2, "0.9", "1", "1.x", None])
+def test_another_major_or_a_malformed_schema_version_is_rejected(version):
+    data = json.loads(encode(EXAMPLES[3][1])) | {"schema_version": version}
     with pytest.raises(UndecodableMessage, match="schema_version"):
         decode(Topic.OCR_CHUNKS, json.dumps(data).encode())
 
 
-def test_unknown_fields_are_rejected():
-    data = json.loads(encode(EXAMPLES[5][1])) | {"percent": 50}
-    with pytest.raises(UndecodableMessage, match="percent"):
-        decode(Topic.BATCH_PROGRESS, json.dumps(data).encode())
+@pytest.mark.parametrize(("version", "read_as"), [("1.0", "1.0"), ("1.7", "1.7"), (1, "1.0")],
+                         ids=["same", "newer-minor", "before-minor-versions"])
+def test_the_same_major_version_is_read(version, read_as):
+    data = json.loads(encode(EXAMPLES[3][1])) | {"schema_version": version}
+    assert decode(Topic.OCR_CHUNKS, json.dumps(data).encode()).schema_version == read_as
+
+
+def test_a_newer_minor_version_s_unknown_fields_are_ignored_at_every_level():
+    """A v1.1 producer added fields (top level and nested); a v1.0 reader reads the rest unchanged."""
+    original = EXAMPLES[4][1]
+    data = json.loads(encode(original)) | {"schema_version": "1.1", "language": "ko"}
+    data["pages"][0] |= {"layout": "two-column"}
+    data["pages"][0]["words"][0]["bbox"] |= {"angle": 0.5}
+    decoded = decode(Topic.OCR_RESULTS, json.dumps(data).encode())
+    assert decoded.model_copy(update={"schema_version": "1.0"}) == original
+    assert "language" not in json.loads(encode(decoded)), "a reader re-encoding it writes only what it knows"
+
+
+def test_what_safety_needs_stays_strict():
+    """An unknown event type is not guessed at; bounds the database relies on still hold with a newer minor."""
+    unknown_type = json.loads(encode(EXAMPLES[1][1])) | {"type": "batch_paused", "schema_version": "1.4"}
+    with pytest.raises(UndecodableMessage, match="batch_paused"):
+        decode(Topic.BATCH_EVENTS, json.dumps(unknown_type).encode())
+    negative = json.loads(encode(EXAMPLES[5][1])) | {"schema_version": "1.4", "succeeded": -1}
+    with pytest.raises(UndecodableMessage, match="succeeded"):
+        decode(Topic.BATCH_PROGRESS, json.dumps(negative).encode())
+
+
+def test_message_headers_name_the_schema_version_tenant_and_batch():
+    headers = dict(message_headers(EXAMPLES[4][1]))
+    assert headers == {"ocrstream.schema": b"results.FileResult", "ocrstream.schema_version": b"1.0",
+                       "ocrstream.tenant": b"t", "ocrstream.batch_id": b"b1"}
+    assert (JSON_DIR / f"{headers['ocrstream.schema'].decode()}.json").exists()
+    dlq = dict(message_headers(EXAMPLES[6][1]))
+    assert dlq == {"ocrstream.schema": b"dlq.DlqRecord", "ocrstream.schema_version": b"1.0"}, "no tenant, no batch"
+    for topic, message in EXAMPLES:
+        assert (JSON_DIR / f"{dict(message_headers(message))['ocrstream.schema'].decode()}.json").exists()
 
 
 def test_field_constraints_hold():

@@ -1,0 +1,3 @@
+from ocrstream.cli import main
+
+main()
