@@ -119,13 +119,10 @@ def create_batch(
     languages: Annotated[str, Form(description="Tesseract languages, e.g. kor+eng")] = _OPTION_DEFAULTS.languages,
     pdf_dpi: Annotated[int, Form(description="Rasterization DPI of PDF pages, 72..600")] = _OPTION_DEFAULTS.pdf_dpi,
     embeddings: Annotated[bool, Form(description="Compute text embeddings")] = _OPTION_DEFAULTS.embeddings,
-<<<<<<< HEAD
     webhook_url: Annotated[str | None, Form(max_length=WEBHOOK_URL_MAX_CHARS, description=(
         "http(s) URL the batch's terminal status is POSTed to, signed (Standard Webhooks headers)"))] = None,
-=======
     min_confidence: Annotated[float | None, Form(description="Mark pages whose mean word confidence (0..1) is "
                                                              "below this as needs_review")] = _OPTION_DEFAULTS.min_confidence,
->>>>>>> main
 ) -> BatchAccepted:
     started = time.perf_counter()
     options = _batch_options(languages=languages, pdf_dpi=pdf_dpi, embeddings=embeddings, min_confidence=min_confidence)
