@@ -125,7 +125,7 @@ async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONRes
 
 async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": jsonable_encoder(exc.errors()), "code": "invalid_request"},
-                        status_code=status.HTTP_422_UNPROCESSABLE_ENTITY)
+                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 # --- dependencies: route signatures read as nouns ---------------------------------------------------------
@@ -410,7 +410,7 @@ def get_page_image(
     try:
         png = page_png(data, page_number, size, width)
     except PageNotRenderable as exc:
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_ENTITY, "page_not_renderable", str(exc)) from exc
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "page_not_renderable", str(exc)) from exc
     # The page's own size, which the words' boxes refer to, also when the image is a scaled-down thumbnail.
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600",
                                                           "X-Page-Width": str(size[0]), "X-Page-Height": str(size[1])})
