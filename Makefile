@@ -25,10 +25,11 @@ test: venv kafka-jars  ## the test suite on the real stack (started and stopped 
 chaos: venv kafka-jars  ## the SIGKILL tests at full size
 	OCRSTREAM_CHAOS_SCALE=full $(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
-bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run; OCR quality; poison hold
+bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run; OCR quality; poison hold; console page
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.quality
 	$(PY) -m bench.poison
+	$(PY) -m bench.console
 
 bench-quality: venv  ## OCR quality per category (CER, word-box IoU) against issue 17's floors
 	$(PY) -m bench.quality
