@@ -4,9 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 # Tesseract with Korean + English and orientation detection (osd), the headers tesserocr builds against,
-# fonts for the sample batch; prometheus for promtool, which tests the alert rules.
+# fonts for the sample batch; prometheus for promtool, which tests the alert rules; chromium and its driver for
+# the console's browser tests (browsers cannot be downloaded here).
 APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang tesseract-ocr-osd \
-	libtesseract-dev libleptonica-dev pkg-config fonts-nanum g++ prometheus
+	libtesseract-dev libleptonica-dev pkg-config fonts-nanum g++ prometheus chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: demo stop test chaos bench bench-quality system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports
@@ -24,11 +25,12 @@ test: venv kafka-jars  ## the test suite on the real stack (started and stopped 
 chaos: venv kafka-jars  ## the SIGKILL tests at full size
 	OCRSTREAM_CHAOS_SCALE=full $(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
-bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run; OCR quality; poison hold
+bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run; OCR quality; poison hold; console page
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.quality
 	$(PY) -m bench.poison
 	$(PY) -m bench.sse_idle
+	$(PY) -m bench.console
 
 bench-quality: venv  ## OCR quality per category (CER, word-box IoU) against issue 17's floors
 	$(PY) -m bench.quality

@@ -1,4 +1,5 @@
 """The services as local processes: start, wait until /readyz answers, stop by PID (or SIGKILL them)."""
+import json
 import os
 import signal
 import socket
@@ -86,12 +87,16 @@ def build_services(env: dict[str, str], log_dir: Path, *, workers: int = 2, inge
     """The whole pipeline: ingest, N OCR workers, the persister and the status API (not yet started)."""
     # The settings' defaults (persister 9102, worker 9101), further workers from 9103.
     probe_ports = probe_ports or [9102, 9101, *range(9103, 9103 + workers - 1)]
+    ingest_url, status_url = f"http://127.0.0.1:{ingest_port}", f"http://127.0.0.1:{status_port}"
     services = {
-        "ingest": ServiceProcess("ingest", "services.ingest", env | {"OCRSTREAM_HTTP_PORT": str(ingest_port),
-                                 "OCRSTREAM_STATUS_API_URL": f"http://127.0.0.1:{status_port}"},
-                                 f"http://127.0.0.1:{ingest_port}", log_dir),
-        "status_api": ServiceProcess("status_api", "services.status_api", env | {"OCRSTREAM_HTTP_PORT": str(status_port)},
-                                     f"http://127.0.0.1:{status_port}", log_dir),
+        # The console (served by the status API) uploads to ingest from the status API's origin.
+        "ingest": ServiceProcess("ingest", "services.ingest", env | {
+            "OCRSTREAM_HTTP_PORT": str(ingest_port), "OCRSTREAM_STATUS_API_URL": status_url,
+            "OCRSTREAM_CORS_ORIGINS": json.dumps([status_url, status_url.replace("127.0.0.1", "localhost")])},
+            ingest_url, log_dir),
+        "status_api": ServiceProcess("status_api", "services.status_api", env | {
+            "OCRSTREAM_HTTP_PORT": str(status_port), "OCRSTREAM_CONSOLE_INGEST_URL": ingest_url},
+            status_url, log_dir),
         "persister": ServiceProcess("persister", "services.persister", env | {"OCRSTREAM_PROBE_PORT": str(probe_ports[0])},
                                     f"http://127.0.0.1:{probe_ports[0]}", log_dir),
     }

@@ -61,6 +61,7 @@ def run_demo(images: int) -> int:
     for service in services.values():
         service.wait_ready()
     print("services ready:", ", ".join(f"{n} pid {s.pid}" for n, s in services.items()))
+    print(f"console: {services['status_api'].probe_url}/ui/  (API key: dev-key; watch the sample batch there)")
 
     samples = render_sample_batch(DEMO_DIR / "sample-batch", images=images, pdf_pages=3)
     with client_for(services) as client:

@@ -44,6 +44,13 @@ class BatchPublic(BaseModel):
     version: int
 
 
+class BatchesPublic(BaseModel):
+    """GET /v1/batches: the caller's batches, newest first."""
+
+    data: list[BatchPublic]
+    next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page; null at the end")
+
+
 class PagePublic(BaseModel):
     page_number: int
     width: int
@@ -62,6 +69,8 @@ class FileResultPublic(BaseModel):
     sha256: str
     page_count: int
     error: str | None
+    error_code: str | None = Field(None, description="Why the file failed, for machines (schemas.results."
+                                                      "FailureReason); null unless failed")
     engine: str
     text: str = Field(description="All pages' text, pages separated by a form feed")
     pages: list[PagePublic]
@@ -70,6 +79,25 @@ class FileResultPublic(BaseModel):
 class FileResultsPublic(BaseModel):
     batch_id: str
     data: list[FileResultPublic]
+    next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page; null at the end")
+
+
+class FileSummaryPublic(BaseModel):
+    """One row of a batch's file listing: what a table shows, without the text."""
+
+    file_id: str
+    original_name: str
+    status: FileStatus
+    content_type: str
+    size: int
+    page_count: int
+    error: str | None
+    error_code: str | None = Field(description="Why the file failed, for machines; null unless failed")
+
+
+class FileSummariesPublic(BaseModel):
+    batch_id: str
+    data: list[FileSummaryPublic]
     next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page; null at the end")
 
 
@@ -154,3 +182,4 @@ class ProblemDetail(BaseModel):
     """Every 4xx/5xx body: FastAPI's {"detail": ...} with a reason a person can act on."""
 
     detail: str | list | dict
+    code: str | None = Field(None, description="Stable machine code of the error, e.g. batch_not_found (status API)")

@@ -13,6 +13,9 @@ class IngestSettings(Settings):
     max_chunk_size: int = Field(500, ge=1)
     max_files_per_batch: int = Field(1000, ge=1)
     max_file_bytes: int = Field(100 * MIB, ge=1)
+    cors_origins: list[str] = Field(
+        default_factory=list, description='Browser origins that may call this API, as a JSON list, e.g. '
+        '["http://127.0.0.1:8001"] for the console the status API serves; none by default')
     kafka_delivery_timeout_s: float = Field(
         15.0, gt=0, description="How long a batch's records may take to be acknowledged before the batch answers 503"
     )

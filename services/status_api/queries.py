@@ -2,19 +2,24 @@
 
 Every query filters by tenant: a batch of another tenant is indistinguishable from one that does not exist.
 """
+import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import groupby
 
 from pgvector import Vector
 from psycopg import Connection, sql
 from psycopg.rows import dict_row
 
-from schemas.api import FileResultPublic, PagePublic, SearchHit, TextSpan, WebhookDeliveryPublic
-from schemas.results import BoundingBox, Word
+from schemas.api import FileResultPublic, FileSummaryPublic, PagePublic, SearchHit, TextSpan, WebhookDeliveryPublic
+from schemas.progress import BatchProgress, BatchStatus
+from schemas.results import BoundingBox, FileStatus, Word
 from services.status_api import matching
 
-__all__ = ["SearchFilters", "batch_exists_for_tenant", "file_results", "search_pages", "webhook_deliveries"]
+__all__ = ["BatchCursor", "SearchFilters", "StoredFileInfo", "batch_exists_for_tenant", "batches", "file_result",
+           "file_results", "file_summaries", "page_size", "search_pages", "stored_file", "webhook_deliveries"]
 
 SNIPPET_CHARS = 200
 PAGE_SEPARATOR = "\f"  # between pages in FileResultPublic.text
@@ -27,6 +32,107 @@ def batch_exists_for_tenant(conn: Connection, tenant: str, batch_id: str) -> boo
     return bool(row and row[0])
 
 
+@dataclass(frozen=True)
+class BatchCursor:
+    """Where a page of GET /v1/batches ended: the last batch's creation time and id (newest first)."""
+
+    created_at: datetime
+    batch_id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.created_at.isoformat(), self.batch_id]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> "BatchCursor":
+        """The cursor a previous page answered; ValueError for anything else."""
+        try:
+            created_at, batch_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            return cls(datetime.fromisoformat(created_at), str(batch_id))
+        except (ValueError, TypeError) as exc:  # bad base64, bad JSON, wrong shape, bad timestamp
+            raise ValueError("not a cursor this API answered: pass next_cursor of the previous page unchanged") from exc
+
+
+def batches(conn: Connection, tenant: str, *, limit: int, cursor: BatchCursor | None, status: BatchStatus | None,
+            created_after: datetime | None) -> tuple[list[BatchProgress], BatchCursor | None]:
+    """The tenant's batches, newest first, as progress snapshots (the batches row holds the absolute counts).
+
+    Keyset pagination on (created_at, batch_id). A batch is listed once its BatchCreated is persisted (the
+    persister may hold a placeholder row without created_at for a moment when results arrive first).
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """
+            SELECT batch_id, tenant, name, status, total_files, total_chunks, succeeded, failed, skipped,
+                   created_at, started_at, updated_at, finished_at, version
+            FROM batches
+            WHERE tenant = %(tenant)s AND created_at IS NOT NULL
+              AND (%(status)s::text IS NULL OR status = %(status)s::text)
+              AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
+              AND (%(after_at)s::timestamptz IS NULL
+                   OR (created_at, batch_id) < (%(after_at)s::timestamptz, %(after_id)s::text))
+            ORDER BY created_at DESC, batch_id DESC
+            LIMIT %(fetch)s
+            """,
+            {"tenant": tenant, "status": status, "created_after": created_after, "fetch": limit + 1,
+             "after_at": cursor.created_at if cursor else None, "after_id": cursor.batch_id if cursor else None},
+        ).fetchall()
+    page = [BatchProgress(**row) for row in rows[:limit]]
+    last = page[-1] if len(rows) > limit else None
+    return page, (BatchCursor(last.created_at, last.batch_id) if last else None)
+
+
+def file_summaries(conn: Connection, tenant: str, batch_id: str, *, cursor: str | None, limit: int,
+                   status: FileStatus | None, name: str | None) -> tuple[list[FileSummaryPublic], str | None]:
+    """One page of a batch's file listing by file_id after `cursor`, optionally only one status and/or the
+    names containing `name` (case-insensitive); no text, so a page of a 10,000-file batch stays small."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """
+            SELECT file_id, original_name, status, content_type, size_bytes AS size, page_count, error, error_code
+            FROM files
+            WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s
+              AND (%(status)s::text IS NULL OR status = %(status)s::text)
+              AND (%(name)s::text IS NULL OR original_name ILIKE %(name)s::text)
+              AND (%(cursor)s::text IS NULL OR file_id > %(cursor)s::text)
+            ORDER BY file_id
+            LIMIT %(fetch)s
+            """,
+            {"tenant": tenant, "batch_id": batch_id, "status": status, "cursor": cursor, "fetch": limit + 1,
+             "name": matching.like_pattern(name) if name else None},
+        ).fetchall()
+    files = [FileSummaryPublic(**row) for row in rows[:limit]]
+    return files, (files[-1].file_id if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class StoredFileInfo:
+    """What serving a file's bytes needs to know, read from its row."""
+
+    content_type: str
+    original_name: str
+    size: int
+    page_count: int
+
+
+def stored_file(conn: Connection, tenant: str, batch_id: str, file_id: str) -> StoredFileInfo | None:
+    row = conn.execute(
+        "SELECT content_type, original_name, size_bytes, page_count FROM files"
+        " WHERE tenant = %s AND batch_id = %s AND file_id = %s",
+        (tenant, batch_id, file_id),
+    ).fetchone()
+    return StoredFileInfo(*row) if row else None
+
+
+def page_size(conn: Connection, tenant: str, file_id: str, page_number: int) -> tuple[int, int] | None:
+    """(width, height) in pixels of the page image the words' boxes refer to; None if no such page."""
+    row = conn.execute(
+        "SELECT width, height FROM pages WHERE tenant = %s AND file_id = %s AND page_number = %s",
+        (tenant, file_id, page_number),
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def file_results(
     conn: Connection, tenant: str, batch_id: str, cursor: str | None, limit: int, include_words: bool
 ) -> tuple[list[FileResultPublic], str | None]:
@@ -37,9 +143,8 @@ def file_results(
     """
     with conn.cursor(row_factory=dict_row) as cur:
         files = cur.execute(
-            """
-            SELECT file_id, original_name, status, content_type, size_bytes, sha256, page_count, error, engine
-            FROM files
+            f"""
+            SELECT {_FILE_COLUMNS} FROM files
             WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s
               AND (%(cursor)s::text IS NULL OR file_id > %(cursor)s::text)
             ORDER BY file_id
@@ -49,10 +154,29 @@ def file_results(
         ).fetchall()
         has_more = len(files) > limit
         files = files[:limit]
-        file_ids = [f["file_id"] for f in files]
-        pages = _pages_by_file(cur, tenant, file_ids)
-        words = _words_by_page(cur, file_ids) if include_words else None
+        results = _with_pages(cur, tenant, files, include_words)
+    return results, (files[-1]["file_id"] if has_more else None)
 
+
+def file_result(conn: Connection, tenant: str, batch_id: str, file_id: str) -> FileResultPublic | None:
+    """One file's result with every page's words; None when the tenant's batch holds no such file (yet)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        files = cur.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE tenant = %s AND batch_id = %s AND file_id = %s",
+            (tenant, batch_id, file_id),
+        ).fetchall()
+        results = _with_pages(cur, tenant, files, include_words=True)
+    return results[0] if results else None
+
+
+_FILE_COLUMNS = ("file_id, original_name, status, content_type, size_bytes, sha256, page_count, error, error_code,"
+                 " engine")
+
+
+def _with_pages(cur, tenant: str, files: list[dict], include_words: bool) -> list[FileResultPublic]:
+    file_ids = [f["file_id"] for f in files]
+    pages = _pages_by_file(cur, tenant, file_ids)
+    words = _words_by_page(cur, file_ids) if include_words else None
     results = []
     for f in files:
         file_pages = [
@@ -66,10 +190,10 @@ def file_results(
         results.append(FileResultPublic(
             file_id=f["file_id"], original_name=f["original_name"], status=f["status"],
             content_type=f["content_type"], size=f["size_bytes"], sha256=f["sha256"], page_count=f["page_count"],
-            error=f["error"], engine=f["engine"],
+            error=f["error"], error_code=f["error_code"], engine=f["engine"],
             text=PAGE_SEPARATOR.join(p.text for p in file_pages), pages=file_pages,
         ))
-    return results, (file_ids[-1] if has_more else None)
+    return results
 
 
 def _pages_by_file(cur, tenant: str, file_ids: list[str]) -> dict[str, list[dict]]:

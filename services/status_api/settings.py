@@ -4,6 +4,9 @@ from common.settings import Settings
 
 RESULTS_PAGE_SIZE_MAX = 1000  # bounds one /results answer: a page of files with all their pages' text
 LONG_POLL_MAX_SECONDS = 60  # bounds ?wait= on GET /v1/batches/{id}: below common proxy idle timeouts
+LIST_PAGE_SIZE = 50  # batches or files per listing page when no limit is given: one screen of a table
+LIST_PAGE_SIZE_MAX = 1000
+THUMBNAIL_WIDTH_MAX = 4096  # bounds ?width= of a page image: the work one request may ask for
 
 
 class StatusSettings(Settings):
@@ -23,3 +26,6 @@ class StatusSettings(Settings):
     search_candidates: int = Field(100, ge=1, le=1000, description="Pages each ranking (lexical, semantic) "
                                                                    "contributes to the fusion")
     search_rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: score = sum 1/(k + rank)")
+    console_ingest_url: str = Field("http://127.0.0.1:8000", description="The ingest API's base URL as a browser "
+                                    "reaches it: the console (/ui) uploads, cancels and retries there (allow the "
+                                    "console's origin in ingest's OCRSTREAM_CORS_ORIGINS)")
