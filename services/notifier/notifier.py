@@ -88,7 +88,10 @@ class Notifier:
     @property
     def ready(self) -> bool:
         """A member of the group with partitions of the progress topic."""
-        return self._app is not None and bool(self._app.consumer.assignment())
+        try:
+            return self._app is not None and bool(self._app.consumer.assignment())
+        except faust.exceptions.ConsumerNotStarted:  # probed before faust started its consumer thread
+            return False
 
     # --- 1. the agent's half: snapshot → owed deliveries in the log --------------------------------------------
 
