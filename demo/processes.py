@@ -77,7 +77,7 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 60) -> str:
         path = self.log_dir / f"{self.name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 import httpx
 import psycopg
 from prometheus_client import Counter
@@ -90,7 +91,7 @@ class Notifier:
         """A member of the group with partitions of the progress topic."""
         try:
             return self._app is not None and bool(self._app.consumer.assignment())
-        except faust.exceptions.ConsumerNotStarted:  # probed before faust started its consumer thread
+        except ConsumerNotStarted:  # probed before faust started its consumer thread
             return False
 
     # --- 1. the agent's half: snapshot → owed deliveries in the log --------------------------------------------
