@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.base import INT32_MAX, Int32, Message, PageRange, Text, utc_now
 
 EMBEDDING_DIMENSION = 512  # pages.embedding is vector(512)
+INGEST_ENGINE = "ingest"  # files.engine of files settled at ingest (refused, deduplicated): no worker read them
 
 
 class FileStatus(StrEnum):

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
 from schemas.dlq import DlqRecord
-from schemas.results import FailureReason, FileResult, FileStatus
+from schemas.results import INGEST_ENGINE, FailureReason, FileResult, FileStatus
 from schemas.topics import encode
 
 # Postgres refuses the record's data (a constraint, a type's range, pgvector's dimension, NUL in text, a value
@@ -23,7 +23,6 @@ from schemas.topics import encode
 REFUSED_DATA = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
 
 _TIMINGS = ("fetch_ms", "decode_ms", "ocr_ms", "embed_ms")
-INGEST_ENGINE = "ingest"  # the engine of files settled at creation (rejected, duplicates), never read by a worker
 
 
 # --- pure rules --------------------------------------------------------------------------------------------
