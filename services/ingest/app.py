@@ -36,6 +36,7 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from common.db import build_pool
@@ -227,11 +228,14 @@ async def _read_form(request: Request, settings: IngestSettings) -> FormData:
     try:
         return await request.form(max_files=settings.max_files_per_batch + 1, max_fields=_MAX_FORM_FIELDS,
                                   max_part_size=_MAX_FIELD_BYTES)
-    except MultiPartException as exc:
-        if exc.message.startswith("Too many files"):
+    except StarletteHTTPException as exc:  # Starlette's 400 for a MultiPartException, which it holds as context
+        parse_error = exc.__context__
+        if not isinstance(parse_error, MultiPartException):
+            raise
+        if parse_error.message.startswith("Too many files"):
             raise _too_many_files(f"over {settings.max_files_per_batch}", settings) from exc
-        cause = exc.__cause__ or exc.__context__
-        reason = f"{exc.message.rstrip('.')}: {cause}" if cause else exc.message
+        cause = parse_error.__cause__
+        reason = f"{parse_error.message.rstrip('.')}: {cause}" if cause else parse_error.message
         if "header size" in str(cause):
             reason += " (a part's headers, e.g. its file name, are over 4 KiB)"
         raise Problem(400, ProblemCode.INVALID_MULTIPART, reason) from exc

@@ -159,7 +159,10 @@ def file_id_for(batch_id: str, bucket: str, key: str, version: str) -> str:
 
 
 def location_allowed(allowed: list[str], bucket: str, key: str) -> bool:
-    """Whether bucket/key lies in one of the tenant's "bucket" or "bucket/prefix" locations."""
+    """Whether bucket/key lies in one of the tenant's "bucket" or "bucket/prefix" locations. A key with a "." or
+    ".." segment never does: S3 servers that resolve them would let b/../a name a's objects."""
+    if any(segment in (".", "..") for segment in key.split("/")):
+        return False
     path = f"{bucket}/{key}"
     return any(path.startswith(loc if "/" in loc else loc + "/") for loc in allowed)
 
