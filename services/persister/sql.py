@@ -121,7 +121,10 @@ def mark_cancel_requested(conn: Connection, event: BatchCancelled) -> None:
 
 def mark_retry_requested(conn: Connection, event: BatchRetryRequested) -> int:
     """Failed rows below the retry's attempt wait for it (not counted meanwhile); how many wait. A result of that
-    attempt that came first already replaced its row, so it does not wait."""
+    attempt that came first already replaced its row, so it does not wait. The batch is unfinished until the
+    recount in this transaction says otherwise: its finished_at then follows the retry."""
+    conn.execute("UPDATE batches SET finished_at = NULL WHERE batch_id = %s AND status <> 'cancelled'",
+                 (event.batch_id,))
     return conn.execute(
         """UPDATE files SET retry_attempt = %(attempt)s
            WHERE batch_id = %(batch_id)s AND tenant = %(tenant)s AND status = 'failed' AND attempt < %(attempt)s
