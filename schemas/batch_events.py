@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import Message, Text, utc_now
+from schemas.results import FailureReason
 
 
 class BatchOptions(BaseModel):
@@ -24,15 +25,45 @@ class ChunkLayout(BaseModel):
     file_count: int = Field(ge=1)
 
 
+class RejectedFile(BaseModel):
+    """A file refused at ingest (partial accept): it ends `failed` with this reason, without being read."""
+
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
+
+    file_id: str
+    original_name: Text
+    size: int = Field(ge=0)
+    sha256: str = ""
+    error_code: FailureReason
+    error: Text
+
+
+class DuplicateFile(BaseModel):
+    """A file whose sha256 the tenant already had OCRed with the same options: it ends with a copy of that
+    result, marked duplicate_of, without being read again."""
+
+    model_config = ConfigDict(extra="ignore")  # see schemas.base: forward compatible
+
+    file_id: str
+    original_name: Text
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    content_type: Text
+    duplicate_of: str = Field(description="The file_id whose result this file shares")
+
+
 class BatchCreated(Message):
     type: Literal["batch_created"] = "batch_created"
     batch_id: str
     tenant: str
     name: Text = ""
-    total_files: int = Field(ge=1)
+    total_files: int = Field(ge=1, description="Files in chunks, plus rejected and duplicate files")
     chunks: list[ChunkLayout]
     options: BatchOptions = BatchOptions()
     webhook_url: str | None = None
+    rejected: list[RejectedFile] = Field([], description="Counted in total_files, in no chunk: they end failed")
+    duplicates: list[DuplicateFile] = Field([], description="Counted in total_files, in no chunk: they end with "
+                                            "the earlier result's copy")
     created_at: datetime = Field(default_factory=utc_now)
 
 
@@ -49,6 +80,8 @@ class BatchRetryRequested(Message):
     batch_id: str
     tenant: str
     file_ids: list[str] = Field(description="The failed files to run again; empty means every failed file")
+    attempt: int = Field(2, ge=2, description="The attempt the retried files' new chunks carry; a failed row with "
+                         "a lower attempt waits for it")
     requested_at: datetime = Field(default_factory=utc_now)
 
 

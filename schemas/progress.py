@@ -33,6 +33,9 @@ class BatchProgress(Message):
     succeeded: int = Field(ge=0)
     failed: int = Field(ge=0)
     skipped: int = Field(ge=0)
+    cancelled: int = Field(0, ge=0, description="Files never read because the batch was cancelled first")
+    cancel_requested: bool = Field(False, description="A cancel was asked for; the batch ends cancelled once "
+                                   "its running chunks finish")
     created_at: datetime | None = None
     started_at: datetime | None = None
     updated_at: datetime
@@ -42,4 +45,4 @@ class BatchProgress(Message):
 
     @property
     def processed_files(self) -> int:
-        return self.succeeded + self.failed + self.skipped
+        return self.succeeded + self.failed + self.skipped + self.cancelled

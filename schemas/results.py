@@ -8,12 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.base import INT32_MAX, Int32, Message, PageRange, Text, utc_now
 
 EMBEDDING_DIMENSION = 512  # pages.embedding is vector(512)
+INGEST_ENGINE = "ingest"  # files.engine of files settled at ingest (refused, deduplicated): no worker read them
 
 
 class FileStatus(StrEnum):
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"  # its batch was cancelled before the file was read
 
 
 class FailureReason(StrEnum):
@@ -32,6 +34,13 @@ class FailureReason(StrEnum):
     RESULT_TOO_LARGE = "result_too_large"  # one page's result exceeds the largest record the topic takes
     TRANSFORM_ERROR = "transform_error"  # an unexpected error in the worker on every try; the chunk is in the DLQ
     RESULT_REFUSED = "result_refused"  # Postgres refused the result's data; the record is in the DLQ
+    # Refused at ingest (partial accept): the file never reached the object store.
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"  # over the ingest's max_file_bytes
+    UNSUPPORTED_TYPE = "unsupported_type"  # no supported file signature
+    NAME_TOO_LONG = "name_too_long"
+    CHECKSUM_MISMATCH = "checksum_mismatch"  # an S3 object whose size, sha256 or ETag is not the one the client gave
+    DUPLICATE_MISSING = "duplicate_missing"  # deduplicated against a result that is no longer stored
 
 
 class BoundingBox(BaseModel):

@@ -16,6 +16,7 @@ HANG = (0, 255, 0)
 ALLOCATE = (0, 0, 255)
 RAISE = (255, 0, 255)
 RAISE_UNLESS_FLAG = (0, 255, 255)  # raises until the file named by OCRSTREAM_TEST_FIXED_FLAG exists
+SLOW = (1, 2, 3)  # read after half a second: a chunk that is still running when the test acts
 
 
 def poison_image(marker: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Image.Image:
@@ -40,6 +41,8 @@ class PoisonEngine(FastEngine):
                 time.sleep(0.01)
         elif marker == RAISE:
             raise RuntimeError("the engine has a bug")
+        elif marker == SLOW:
+            time.sleep(0.5)
         elif marker == RAISE_UNLESS_FLAG:
             if not os.path.exists(os.environ["OCRSTREAM_TEST_FIXED_FLAG"]):
                 raise RuntimeError("the engine has a bug (until the flag file is made)")

@@ -1,57 +1,76 @@
-"""ingest ★: POST /v1/batches takes a batch of images/PDFs and answers 202 once it is safely on its way.
+"""ingest ★: batches in (multipart uploads, S3 objects, S3 event notifications), cancel and retry out to Kafka.
 
-The flow, top to bottom:
-  1. Check the request as a whole (file count, chunk size, options), then every file (size, and its type
-     from its first bytes). Any problem: a 4xx naming each file and why, and nothing is stored.
-  2. Stream each file to the object store under {tenant}/{batch_id}/{file_id}, hashing it on the way.
-  3. Plan the chunks; produce BatchCreated, then every ChunkRequested, and wait for every acknowledgement.
-  4. If step 2 or 3 fails, delete what step 2 stored and answer 503: nothing was accepted, retry.
-  5. Answer 202 with the batch id and the URL to follow it at.
+POST /v1/batches, top to bottom (the API key and the body size were checked before the body was read: gate.py):
+  1. Check the request (file count, chunk size, options), then every file (name, size, and its type from its
+     first bytes). A file that cannot enter becomes a `failed` result with a code (strict=true: the whole batch
+     is refused, nothing stored). A file the tenant already had OCRed with the same options (same sha256) is
+     linked to that result instead of being read again (dedupe=false: never).
+  2. An Idempotency-Key seen before answers that first 202 and does nothing else (a different request: 409).
+  3. Stream each file to the object store under {tenant}/{batch_id}/{file_id}, hashing it on the way; then the
+     batch's manifest (every StoredFile: what a retry runs again).
+  4. Plan the chunks; produce BatchCreated, then every ChunkRequested, and wait for every acknowledgement.
+  5. If step 3 or 4 fails, delete what step 3 stored and answer 503: nothing was accepted, retry.
+  6. Answer 202 with the batch id, Location (the status URL) and Retry-After.
+Cancel and retry (lifecycle.py) and S3 events (s3_events.py) are plain functions the routes below call.
 """
+import hashlib
+import io
+import json
 import logging
-import os
 import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any, BinaryIO
 
+import psycopg
 import urllib3
 from confluent_kafka import KafkaException, Producer
-from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException
 from prometheus_client import Counter, Histogram
-from pydantic import ValidationError
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
+from common.db import build_pool
 from common.errors import DeliveryFailed
 from common.http import TenantDep, probe_router
 from common.kafka import build_producer, message_record, produce_and_flush
 from common.observability import RequestMetrics
 from common.storage import build_s3_client, ensure_bucket, put_stream
-from schemas.api import BatchAccepted, ProblemDetail
-from schemas.batch_events import BatchCreated, BatchOptions
+from schemas.api import (BatchAccepted, BatchOptionsFields, CancelAccepted, ProblemCode, RejectedFilePublic,
+                         RetryAccepted, RetryCreate, S3BatchCreate, S3EventsAccepted, S3ObjectRef)
+from schemas.batch_events import BatchCreated, BatchOptions, DuplicateFile, RejectedFile
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.progress import BatchStatus
+from services.ingest import lifecycle, queries, s3_events
+from services.ingest.gate import RequestGate
 from services.ingest.planning import (
-    SNIFF_BYTES, FileProblem, FileRejected, accepted_content_type, initial_progress, plan_batch,
+    SNIFF_BYTES, FileRejected, accepted_content_type, initial_progress, languages_problem, location_allowed,
+    manifest_key,
+    plan_batch, request_fingerprint, status_url,
 )
+from common.problems import Problem, install_problem_handlers, problem_responses
 from services.ingest.settings import IngestSettings
+from services.ingest.sources import list_prefix, verify_objects
 
-__all__ = ["BatchRejected", "accept_batch", "create_app"]
+__all__ = ["Problem", "accept_batch", "create_app"]
 
 log = logging.getLogger(__name__)
 
 BATCHES_ACCEPTED = Counter("ocrstream_ingest_batches_accepted_total", "Batches answered 202")
-BATCHES_REJECTED = Counter("ocrstream_ingest_batches_rejected_total", "Batch requests answered 4xx/5xx", ["reason"])
 FILES_ACCEPTED = Counter("ocrstream_ingest_files_accepted_total", "Files stored and announced in accepted batches")
+FILES_REFUSED = Counter("ocrstream_ingest_files_refused_total", "Files of accepted batches that end failed unread",
+                        ["code"])
+FILES_DEDUPLICATED = Counter("ocrstream_ingest_files_deduplicated_total", "Files linked to an earlier result")
 SECONDS_TO_ACCEPT = Histogram(
     "ocrstream_ingest_accept_seconds", "From the parsed request to the 202: checks, storing, produce and flush",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
@@ -60,16 +79,9 @@ SECONDS_TO_ACCEPT = Histogram(
 _STORE_ERRORS = (MinioException, urllib3.exceptions.HTTPError, OSError)
 _FLUSH_GRACE_S = 1.0  # librdkafka expires records on its own timer; wait past it, so none is left queued
 _READY_TTL_S = 5.0
-_OPTION_DEFAULTS = BatchOptions()
-WEBHOOK_URL_MAX_CHARS = 2048
-
-
-class BatchRejected(HTTPException):
-    """A batch request that is answered with an error; `reason` labels the metric and the log line."""
-
-    def __init__(self, status_code: int, reason: str, detail: Any) -> None:
-        super().__init__(status_code, detail)
-        self.reason = reason
+_MAX_FORM_FIELDS = 32  # the options are a handful of fields
+_MAX_FIELD_BYTES = 64 * 1024
+_IDEMPOTENCY_KEY_CHARS = 255
 
 
 # ---- dependencies: what the lifespan built, read off app.state --------------------------------------------------
@@ -86,76 +98,308 @@ def _settings(request: Request) -> IngestSettings:
     return request.app.state.settings
 
 
+def _pool(request: Request) -> ConnectionPool:
+    return request.app.state.pool
+
+
 ProducerDep = Annotated[Producer, Depends(_producer)]
 S3Dep = Annotated[Minio, Depends(_s3)]
 SettingsDep = Annotated[IngestSettings, Depends(_settings)]
+PoolDep = Annotated[ConnectionPool, Depends(_pool)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description="Repeat a POST safely: the "
+                                              "same key and request answer the first 202 for at least 24 h")]
 
 
-# ---- the route: HTTP in, one plain function, HTTP out ------------------------------------------------------------
+# ---- the routes: HTTP in, one plain function, HTTP out ------------------------------------------------------------
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ProblemDetail, "description": "Missing or unknown API key"},
-    413: {"model": ProblemDetail, "description": "More files than one batch may hold"},
-    415: {"model": ProblemDetail, "description": "No file is of a supported type; detail lists each file and why"},
-    422: {"model": ProblemDetail, "description": "Invalid fields, or some files cannot enter (empty, too large, "
-                                                 "unsupported type); detail lists each file and why"},
-    503: {"model": ProblemDetail, "description": "Object store or Kafka unavailable; nothing was accepted, retry"},
-}
+_AUTH = (401, ProblemCode.UNAUTHORIZED, "missing or unknown API key")
+_TOO_LARGE = (413, ProblemCode.REQUEST_TOO_LARGE, "the body is over max_request_bytes")
+_INVALID = (422, ProblemCode.INVALID_REQUEST, "a field is invalid; `errors` lists each")
+_UNAVAILABLE = (503, ProblemCode.UNAVAILABLE, "Kafka, the object store or Postgres unavailable; nothing changed, retry")
+_NO_BATCH = (404, ProblemCode.BATCH_NOT_FOUND, "no such batch for this API key's tenant")
+
+_CREATE_ERRORS = problem_responses(
+    (400, ProblemCode.INVALID_MULTIPART, "the multipart body cannot be parsed (the reason is named)"),
+    (400, ProblemCode.INVALID_JSON, "the JSON body cannot be parsed"),
+    (400, ProblemCode.INVALID_IDEMPOTENCY_KEY, f"Idempotency-Key empty, over {_IDEMPOTENCY_KEY_CHARS} characters "
+                                               "or not printable ASCII"),
+    _AUTH,
+    (403, ProblemCode.S3_ACCESS_DENIED, "an object or prefix outside the tenant's s3_sources"),
+    (409, ProblemCode.IDEMPOTENCY_KEY_REUSED, "the Idempotency-Key was used for a different request"),
+    _TOO_LARGE,
+    (413, ProblemCode.TOO_MANY_FILES, "more files or objects than max_files_per_batch"),
+    (415, ProblemCode.UNSUPPORTED_MEDIA_TYPE, "the body is neither multipart/form-data nor application/json"),
+    (415, ProblemCode.UNSUPPORTED_TYPE, "strict=true (or every file refused) and every refused file is of an "
+                                        "unsupported type; `errors` lists each"),
+    _INVALID,
+    (422, ProblemCode.NO_FILES, "no files, or an empty prefix"),
+    (422, ProblemCode.INVALID_FILES, "strict=true (or every file refused): `errors` lists each file and why"),
+    _UNAVAILABLE,
+)
+
+_MULTIPART_SCHEMA = {"type": "object", "required": ["files"], "properties": {
+    "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+              "description": "The files, in order; repeat the field once per file"},
+    **BatchOptionsFields.model_json_schema()["properties"]}}
+_CREATE_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+    "application/json": {"schema": {"$ref": "#/components/schemas/S3BatchCreate"}},
+}}}
 
 
-# A sync route: FastAPI runs it in its thread pool, so blocking S3 and Kafka calls never stall the event loop.
-@router.post("/batches", status_code=202, response_model=BatchAccepted, responses=_ERROR_RESPONSES,
-             operation_id="create_batch", summary="Submit a batch of images/PDFs for OCR")
-def create_batch(
-    tenant: TenantDep,
-    settings: SettingsDep,
-    producer: ProducerDep,
-    s3: S3Dep,
-    files: Annotated[list[UploadFile], File(description="The files, in order; repeat the field once per file")],
-    name: Annotated[str, Form(max_length=200)] = "",
-    chunk_size: Annotated[int | None, Form(ge=1, description="Files per OCR chunk, at most max_chunk_size; "
-                                                             "default default_chunk_size")] = None,
-    languages: Annotated[str, Form(description="Tesseract languages, e.g. kor+eng")] = _OPTION_DEFAULTS.languages,
-    pdf_dpi: Annotated[int, Form(description="Rasterization DPI of PDF pages, 72..600")] = _OPTION_DEFAULTS.pdf_dpi,
-    embeddings: Annotated[bool, Form(description="Compute text embeddings")] = _OPTION_DEFAULTS.embeddings,
-    min_confidence: Annotated[float | None, Form(description="Mark pages whose mean word confidence (0..1) is "
-                                                             "below this as needs_review")] = _OPTION_DEFAULTS.min_confidence,
-    webhook_url: Annotated[str | None, Form(max_length=WEBHOOK_URL_MAX_CHARS, description=(
-        "http(s) URL the batch's terminal status is POSTed to, signed (Standard Webhooks headers)"))] = None,
-) -> BatchAccepted:
+@router.post("/batches", status_code=202, response_model=BatchAccepted, responses=_CREATE_ERRORS,
+             openapi_extra=_CREATE_BODY, operation_id="create_batch",
+             summary="Submit a batch: files as multipart/form-data, or S3 objects/a prefix as JSON")
+async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, s3: S3Dep,
+                       pool: PoolDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     started = time.perf_counter()
-    options = _batch_options(languages=languages, pdf_dpi=pdf_dpi, embeddings=embeddings, min_confidence=min_confidence)
-    accepted = accept_batch(
-        files, tenant=tenant, name=name, chunk_size=chunk_size or settings.default_chunk_size, options=options,
-        settings=settings, producer=producer, s3=s3, webhook_url=_webhook_url(webhook_url),
-    )
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    clients = {"tenant": tenant, "settings": settings, "producer": producer, "s3": s3, "pool": pool,
+               "idempotency_key": _checked_key(idempotency_key)}
+    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await _read_form(request, settings)
+        try:
+            uploads, fields = _multipart_batch(form)
+            accepted = await run_in_threadpool(submit_uploads, uploads, fields, **clients)
+        finally:
+            await form.close()
+    elif media_type == "application/json" or media_type.endswith("+json"):
+        body = _parsed(S3BatchCreate, await request.body())
+        accepted = await run_in_threadpool(submit_objects, body, **clients)
+    else:
+        raise Problem(415, ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+                      f"the body is {media_type or 'untyped'}: send multipart/form-data (files) or "
+                      "application/json (S3 objects or a prefix)")
     SECONDS_TO_ACCEPT.observe(time.perf_counter() - started)
-    return accepted
+    return _accepted_response(accepted, settings)
 
+
+@router.delete("/batches/{batch_id}", status_code=202, response_model=CancelAccepted, operation_id="cancel_batch",
+               summary="Cancel a batch (idempotent): chunks not yet started are skipped, their files end cancelled",
+               responses=problem_responses(_AUTH, _NO_BATCH, (409, ProblemCode.BATCH_FINISHED,
+                                                              "the batch already completed or failed"), _UNAVAILABLE))
+def cancel_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
+                 ) -> CancelAccepted:
+    return lifecycle.cancel_batch(batch_id, tenant=tenant, settings=settings, producer=producer, pool=pool)
+
+
+@router.post("/batches/{batch_id}/cancel", status_code=202, response_model=CancelAccepted,
+             operation_id="cancel_batch_post", summary="The same as DELETE /v1/batches/{batch_id}",
+             responses=problem_responses(_AUTH, _NO_BATCH, (409, ProblemCode.BATCH_FINISHED,
+                                                            "the batch already completed or failed"), _UNAVAILABLE))
+def cancel_batch_post(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
+                      ) -> CancelAccepted:
+    return lifecycle.cancel_batch(batch_id, tenant=tenant, settings=settings, producer=producer, pool=pool)
+
+
+@router.post("/batches/{batch_id}/retry", status_code=202, response_model=RetryAccepted, operation_id="retry_batch",
+             summary="Run the failed files of a finished batch again (all, or the given file ids)",
+             responses=problem_responses(
+                 _AUTH, _NO_BATCH,
+                 (409, ProblemCode.BATCH_CANCELLED, "the batch was cancelled"),
+                 (409, ProblemCode.BATCH_NOT_FINISHED, "the batch (or an earlier retry) is still running"),
+                 (409, ProblemCode.NOTHING_TO_RETRY, "the batch has no failed file a worker read"),
+                 _INVALID, (422, ProblemCode.FILES_NOT_RETRYABLE, "a given file id is not a failed file of the "
+                                                                  "batch; `errors` lists each"), _UNAVAILABLE))
+def retry_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, s3: S3Dep,
+                pool: PoolDep, body: Annotated[RetryCreate | None, Body()] = None) -> RetryAccepted:
+    return lifecycle.retry_batch(batch_id, (body or RetryCreate()).file_ids, tenant=tenant, settings=settings,
+                                 producer=producer, s3=s3, pool=pool)
+
+
+@router.post("/s3-events", status_code=202, response_model=S3EventsAccepted, operation_id="receive_s3_events",
+             summary="S3 event notifications (AWS or MinIO Records[]); ObjectCreated objects become batches, "
+                     "grouped per tenant over s3_event_window_s",
+             responses=problem_responses(
+                 (400, ProblemCode.INVALID_JSON, "not JSON, or not an S3 event notification"), _AUTH,
+                 (403, ProblemCode.S3_ACCESS_DENIED, "an object outside the tenant's s3_sources; nothing recorded"),
+                 _TOO_LARGE, _UNAVAILABLE))
+async def receive_s3_events(request: Request, tenant: TenantDep, settings: SettingsDep, pool: PoolDep
+                            ) -> S3EventsAccepted:
+    body = await request.body()
+    return await run_in_threadpool(s3_events.receive, body, tenant=tenant, settings=settings, pool=pool)
+
+
+# ---- reading the request ------------------------------------------------------------------------------------------
+
+async def _read_form(request: Request, settings: IngestSettings) -> FormData:
+    """The multipart form with Starlette's limits raised to the settings (it allows 1,000 files by default)."""
+    try:
+        return await request.form(max_files=settings.max_files_per_batch + 1, max_fields=_MAX_FORM_FIELDS,
+                                  max_part_size=_MAX_FIELD_BYTES)
+    except StarletteHTTPException as exc:  # Starlette's 400 for a MultiPartException, which it holds as context
+        parse_error = exc.__context__
+        if not isinstance(parse_error, MultiPartException):
+            raise
+        if parse_error.message.startswith("Too many files"):
+            raise _too_many_files(f"over {settings.max_files_per_batch}", settings) from exc
+        cause = parse_error.__cause__
+        reason = f"{parse_error.message.rstrip('.')}: {cause}" if cause else parse_error.message
+        if "header size" in str(cause):
+            reason += " (a part's headers, e.g. its file name, are over 4 KiB)"
+        raise Problem(400, ProblemCode.INVALID_MULTIPART, reason) from exc
+
+
+def _multipart_batch(form: FormData) -> tuple[list[UploadFile], BatchOptionsFields]:
+    uploads = [part for part in form.getlist("files") if isinstance(part, UploadFile)]
+    fields = {name: value for name, value in form.multi_items() if name != "files" and isinstance(value, str)}
+    return uploads, _validated(BatchOptionsFields, fields)
+
+
+def _parsed(model: type[BaseModel], body: bytes) -> Any:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(400, ProblemCode.INVALID_JSON, f"the body is not JSON: {exc}") from exc
+    return _validated(model, data)
+
+
+def _validated(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors(include_url=False, include_context=False)]
+        raise Problem(422, ProblemCode.INVALID_REQUEST,
+                      "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors), errors=errors) from exc
+
+
+def _checked_key(key: str | None) -> str | None:
+    if key is not None and not (0 < len(key) <= _IDEMPOTENCY_KEY_CHARS and key.isascii() and key.isprintable()):
+        raise Problem(400, ProblemCode.INVALID_IDEMPOTENCY_KEY,
+                      f"Idempotency-Key must be 1..{_IDEMPOTENCY_KEY_CHARS} printable ASCII characters")
+    return key
+
+
+def _accepted_response(accepted: BatchAccepted, settings: IngestSettings) -> JSONResponse:
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
+                        headers={"Location": accepted.status_url, "Retry-After": str(settings.accepted_retry_after_s)})
+
+
+# ---- submitting: uploads or S3 objects, under an Idempotency-Key ---------------------------------------------------
+
+def submit_uploads(uploads: list[UploadFile], fields: BatchOptionsFields, *, tenant: str, settings: IngestSettings,
+                   producer: Producer, s3: Minio, pool: ConnectionPool, idempotency_key: str | None) -> BatchAccepted:
+    chunk_size = _check_request(len(uploads), fields, settings)
+    options = _batch_options(fields, settings)
+    digests = [_digest(upload.file) for upload in uploads]
+    fingerprint = request_fingerprint({"fields": fields.model_dump(mode="json"),
+                                       "files": [[_original_name(u, i), d[0]] for i, (u, d) in
+                                                 enumerate(zip(uploads, digests))]})
+    known = _earlier_results(pool, tenant, {d[0] for d in digests}, options) if fields.dedupe else {}
+    with _idempotent(pool, tenant, idempotency_key, fingerprint, settings) as slot:
+        if slot.answer is None:
+            slot.answer = accept_batch(uploads, digests, tenant=tenant, name=fields.name, chunk_size=chunk_size,
+                                       options=options, strict=fields.strict, known=known, settings=settings,
+                                       producer=producer, s3=s3, webhook_url=fields.webhook_url)
+    return slot.answer
+
+
+def submit_objects(body: S3BatchCreate, *, tenant: str, settings: IngestSettings, producer: Producer, s3: Minio,
+                   pool: ConnectionPool, idempotency_key: str | None) -> BatchAccepted:
+    allowed = settings.s3_sources.get(tenant, [])
+    locations = [(body.prefix.bucket, body.prefix.prefix)] if body.prefix else [(o.bucket, o.key)
+                                                                                for o in body.objects]
+    refused = next((f"{b}/{k}" for b, k in locations if not location_allowed(allowed, b, k)), None)
+    if refused is not None:
+        raise Problem(403, ProblemCode.S3_ACCESS_DENIED, f"s3://{refused} is outside what this API key may read")
+    fingerprint = request_fingerprint(body.model_dump(mode="json"))
+    with _idempotent(pool, tenant, idempotency_key, fingerprint, settings) as slot:
+        if slot.answer is None:
+            refs = body.objects if body.objects is not None else _listed(s3, body, settings)
+            slot.answer = accept_objects(refs, batch_id=uuid.uuid4().hex, file_ids=None, tenant=tenant, fields=body,
+                                         settings=settings, producer=producer, s3=s3, pool=pool)
+    return slot.answer
+
+
+def _listed(s3: Minio, body: S3BatchCreate, settings: IngestSettings) -> list[S3ObjectRef]:
+    try:
+        refs = list_prefix(s3, body.prefix, settings.max_files_per_batch)
+    except _STORE_ERRORS as exc:
+        raise _nothing_accepted("the object store failed while listing the prefix", exc) from exc
+    if not refs:
+        raise Problem(422, ProblemCode.NO_FILES, f"no objects under s3://{body.prefix.bucket}/{body.prefix.prefix}")
+    return refs
+
+
+class _Slot:
+    answer: BatchAccepted | None = None
+
+
+@contextmanager
+def _idempotent(pool: ConnectionPool, tenant: str, key: str | None, fingerprint: str, settings: IngestSettings
+                ) -> Iterator[_Slot]:
+    """Without a key, a slot to fill. With one: a lock on (tenant, key) held until the answer is stored, so a
+    concurrent repeat waits and then answers the same; a stored answer comes back filled in; a stored different
+    request is 409. A failed request stores nothing, so its retry runs afresh."""
+    slot = _Slot()
+    if key is None:
+        yield slot
+        return
+    try:
+        with pool.connection() as conn, conn.transaction():
+            queries.lock(conn, "idempotency", tenant, key)
+            stored = queries.stored_answer(conn, tenant, key, settings.idempotency_ttl_s)
+            if stored is not None:
+                if stored[0] != fingerprint:
+                    raise Problem(409, ProblemCode.IDEMPOTENCY_KEY_REUSED,
+                                  "this Idempotency-Key was used for a different request; use a new key")
+                slot.answer = BatchAccepted.model_validate(stored[1])
+                log.info("idempotent repeat answered", extra={"batch_id": slot.answer.batch_id, "tenant": tenant})
+                yield slot
+                return
+            yield slot
+            queries.store_answer(conn, tenant, key, fingerprint, slot.answer.model_dump(mode="json"))
+    except psycopg.OperationalError as exc:
+        raise _nothing_accepted("Postgres (which keeps Idempotency-Keys) is unavailable", exc) from exc
+
+
+def _earlier_results(pool: ConnectionPool, tenant: str, sha256s: set[str], options: BatchOptions) -> dict[str, str]:
+    """Dedupe is an optimization: with Postgres away, every file is read."""
+    try:
+        with pool.connection(timeout=5) as conn:
+            return queries.earlier_results(conn, tenant, sha256s, options)
+    except (psycopg.OperationalError, TimeoutError) as exc:
+        log.warning("dedupe lookup failed; every file is read", extra={"tenant": tenant, "error": str(exc)})
+        return {}
+
+
+# ---- accepting: steps 1-6 -----------------------------------------------------------------------------------------
 
 def accept_batch(
     uploads: list[UploadFile],
+    digests: list[tuple[str, int, bytes]],
     *,
     tenant: str,
     name: str,
     chunk_size: int,
     options: BatchOptions,
+    strict: bool,
+    known: dict[str, str],
     settings: IngestSettings,
     producer: Producer,
     s3: Minio,
     webhook_url: str | None = None,
 ) -> BatchAccepted:
-    """Steps 1-5 of the module docstring. Raises BatchRejected; on any failure nothing stays stored."""
-    # 1. Check everything before storing anything.
-    _check_request(uploads, chunk_size, settings)
-    content_types = _check_files(uploads, settings)
-
+    """Steps 1 and 3-6 of the module docstring. Raises Problem; on any failure nothing stays stored."""
+    # 1. Sort the files: refused (failed unread), duplicates (linked), the rest stored and read.
     batch_id = uuid.uuid4().hex
+    verdicts = _check_files(uploads, digests, settings, strict)
+    rejected = {i: v for i, v in enumerate(verdicts) if isinstance(v, FileRejected)}
+    refused = [RejectedFile(file_id=uuid.uuid4().hex, original_name=_original_name(uploads[i], i), size=digests[i][1],
+                            sha256=digests[i][0], error_code=exc.problem, error=str(exc)) for i, exc in rejected.items()]
+    duplicates = [DuplicateFile(file_id=uuid.uuid4().hex, original_name=_original_name(uploads[i], i),
+                                size=digests[i][1], sha256=digests[i][0], content_type=verdicts[i],
+                                duplicate_of=known[digests[i][0]])
+                  for i in range(len(uploads)) if i not in rejected and digests[i][0] in known]
+    read = [i for i in range(len(uploads)) if i not in rejected and digests[i][0] not in known]
+    uploads, content_types = [uploads[i] for i in read], [verdicts[i] for i in read]
+
     prefix = f"{tenant}/{batch_id}"
     with _deleted_on_failure(s3, settings.s3_bucket, prefix) as stored_keys:
-        # 2. Store the files.
+        # 3. Store the files.
         try:
             stored = [
                 _store_file(s3, settings.s3_bucket, prefix, upload, index, content_type, stored_keys)
@@ -164,94 +408,162 @@ def accept_batch(
         except _STORE_ERRORS as exc:
             raise _nothing_accepted("the object store failed while storing the files", exc) from exc
 
-        # 3. Announce the batch; acknowledged records are durable, so the 202 can follow.
-        #    (4. Any exception out of this block deletes what step 2 stored: see _deleted_on_failure.)
-        created, chunks = plan_batch(batch_id, tenant, name, stored, chunk_size, options, webhook_url)
-        try:
-            _announce(producer, settings, created, chunks)
-        except (DeliveryFailed, KafkaException) as exc:
-            raise _nothing_accepted("Kafka did not acknowledge the batch", exc) from exc
+        # 4. Announce the batch. (5. Any exception out of this block deletes what step 3 stored.)
+        created, chunks = plan_batch(batch_id, tenant, name, stored, chunk_size, options, webhook_url,
+                                     rejected=refused, duplicates=duplicates)
+        _record_and_announce(s3, producer, settings, created, chunks, stored, stored_keys)
 
-    # 5. Accepted.
+    # 6. Accepted.
+    indexes = {r.file_id: i for i, r in zip(rejected, refused)}
+    return _accepted(created, chunks, settings, [(indexes[r.file_id], r) for r in refused])
+
+
+def accept_objects(refs: list[S3ObjectRef], *, batch_id: str, file_ids: list[str] | None, tenant: str,
+                   fields: BatchOptionsFields, settings: IngestSettings, producer: Producer, s3: Minio,
+                   pool: ConnectionPool, all_refused_is_error: bool = True) -> BatchAccepted:
+    """A batch of objects already in S3 (verified, hashed, typed; never copied). file_ids: given by a caller that
+    must get the same ids when it repeats itself (S3 events), else new ones. S3 events keep a batch whose every
+    object was refused (all_refused_is_error=False): their notifications were accepted, so they end failed."""
+    chunk_size = _check_request(len(refs), fields, settings)
+    options = _batch_options(fields, settings)
+    file_ids = file_ids or [uuid.uuid4().hex for _ in refs]
+    try:
+        verdicts = verify_objects(s3, refs, file_ids, max_bytes=settings.max_file_bytes,
+                                  concurrency=settings.s3_read_concurrency)
+    except _STORE_ERRORS as exc:
+        raise _nothing_accepted("the object store failed while reading the objects", exc) from exc
+    refused = [(i, v) for i, v in enumerate(verdicts) if isinstance(v, RejectedFile)]
+    if refused and (fields.strict or (all_refused_is_error and len(refused) == len(refs))):
+        raise _files_problem([(i, refs[i].key, v.error_code, v.error) for i, v in refused])
+    good = [v for v in verdicts if isinstance(v, StoredFile)]
+    known = _earlier_results(pool, tenant, {f.sha256 for f in good}, options) if fields.dedupe else {}
+    duplicates = [DuplicateFile(file_id=f.file_id, original_name=f.original_name, size=f.size, sha256=f.sha256,
+                                content_type=f.content_type, duplicate_of=known[f.sha256])
+                  for f in good if f.sha256 in known]
+    read = [f for f in good if f.sha256 not in known]
+    with _deleted_on_failure(s3, settings.s3_bucket, f"{tenant}/{batch_id}") as stored_keys:
+        created, chunks = plan_batch(batch_id, tenant, fields.name, read, chunk_size, options, fields.webhook_url,
+                                     rejected=[v for _, v in refused], duplicates=duplicates)
+        _record_and_announce(s3, producer, settings, created, chunks, read, stored_keys)
+    return _accepted(created, chunks, settings, refused)
+
+
+def _record_and_announce(s3: Minio, producer: Producer, settings: IngestSettings, created: BatchCreated,
+                         chunks: list[ChunkRequested], stored: list[StoredFile], stored_keys: list[str]) -> None:
+    """The manifest (what a retry runs again), then the events; 503 if either fails."""
+    key = manifest_key(created.tenant, created.batch_id)
+    stored_keys.append(key)
+    data = json.dumps([f.model_dump(mode="json") for f in stored]).encode()
+    try:
+        s3.put_object(settings.s3_bucket, key, io.BytesIO(data), len(data), content_type="application/json")
+    except _STORE_ERRORS as exc:
+        raise _nothing_accepted("the object store failed while storing the batch manifest", exc) from exc
+    try:
+        _announce(producer, settings, created, chunks)
+    except (DeliveryFailed, KafkaException) as exc:
+        raise _nothing_accepted("Kafka did not acknowledge the batch", exc) from exc
+
+
+def _accepted(created: BatchCreated, chunks: list[ChunkRequested], settings: IngestSettings,
+              refused: list[tuple[int, RejectedFile]]) -> BatchAccepted:
     BATCHES_ACCEPTED.inc()
-    FILES_ACCEPTED.inc(len(stored))
-    log.info("batch accepted", extra={"batch_id": batch_id, "tenant": tenant, "files": len(stored), "chunks": len(chunks),
-                                      "bytes": sum(f.size for f in stored)})
-    return BatchAccepted(batch_id=batch_id, status=BatchStatus.PENDING, total_files=created.total_files,
-                         total_chunks=len(chunks), status_url=f"{settings.status_api_url.rstrip('/')}/v1/batches/{batch_id}")
+    FILES_ACCEPTED.inc(created.total_files - len(refused) - len(created.duplicates))
+    FILES_DEDUPLICATED.inc(len(created.duplicates))
+    for _, r in refused:
+        FILES_REFUSED.labels(r.error_code.value).inc()
+    log.info("batch accepted", extra={"batch_id": created.batch_id, "tenant": created.tenant,
+                                      "files": created.total_files, "chunks": len(chunks), "refused": len(refused),
+                                      "deduplicated": len(created.duplicates)})
+    return BatchAccepted(
+        batch_id=created.batch_id, status=BatchStatus.PENDING, total_files=created.total_files,
+        total_chunks=len(chunks), status_url=status_url(settings.status_api_url, created.batch_id),
+        deduplicated=len(created.duplicates),
+        rejected=[RejectedFilePublic(index=i, file=r.original_name, file_id=r.file_id, code=r.error_code,
+                                     reason=r.error) for i, r in refused],
+    )
 
 
 # ---- step 1: checks ----------------------------------------------------------------------------------------------
 
-def _batch_options(**fields: Any) -> BatchOptions:
+def _batch_options(fields: BatchOptionsFields, settings: IngestSettings) -> BatchOptions:
+    problem = languages_problem(fields.languages, settings.ocr_languages)
+    errors = [] if problem is None else [{"loc": ["body", "languages"], "msg": problem, "type": "value_error"}]
     try:
-        return BatchOptions(**fields)
-    except ValidationError as exc:  # the same 422 shape as FastAPI's own field validation
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
-        ) from exc
+        options = BatchOptions(languages=fields.languages, pdf_dpi=fields.pdf_dpi, embeddings=fields.embeddings,
+                               min_confidence=fields.min_confidence)
+    except ValidationError as exc:
+        errors += [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                   for e in exc.errors(include_url=False, include_context=False)]
+    if errors:
+        raise Problem(422, ProblemCode.INVALID_REQUEST, "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in errors),
+                      errors=errors)
+    return options
 
 
-def _webhook_url(value: str | None) -> str | None:
-    """An absolute http(s) URL with a host, or None when the field is absent or blank."""
-    if value is None or not value.strip():
-        return None
-    parsed = urllib.parse.urlsplit(value.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise RequestValidationError([{
-            "type": "url_scheme", "loc": ("body", "webhook_url"), "input": value,
-            "msg": "webhook_url must be an absolute http:// or https:// URL with a host",
-        }])
-    return value.strip()
-
-
-def _check_request(uploads: list[UploadFile], chunk_size: int, settings: IngestSettings) -> None:
-    if not uploads:
-        raise BatchRejected(422, "no_files", "no files: send one or more 'files' parts")
-    if len(uploads) > settings.max_files_per_batch:
-        raise BatchRejected(413, "too_many_files",
-                            f"{len(uploads)} files; a batch holds at most {settings.max_files_per_batch}: "
-                            "split the upload into several batches")
+def _check_request(file_count: int, fields: BatchOptionsFields, settings: IngestSettings) -> int:
+    """The chunk size to use, once the request as a whole may go on."""
+    if not file_count:
+        raise Problem(422, ProblemCode.NO_FILES, "no files: send one or more 'files' parts")
+    if file_count > settings.max_files_per_batch:
+        raise _too_many_files(str(file_count), settings)
+    chunk_size = fields.chunk_size or min(settings.default_chunk_size, settings.max_chunk_size)
     if chunk_size > settings.max_chunk_size:
-        raise RequestValidationError([{
-            "type": "less_than_equal", "loc": ("body", "chunk_size"), "input": chunk_size,
-            "msg": f"Input should be less than or equal to {settings.max_chunk_size}",
-        }])
+        raise Problem(422, ProblemCode.INVALID_REQUEST, f"chunk_size: at most {settings.max_chunk_size}",
+                      errors=[{"loc": ["body", "chunk_size"], "type": "less_than_equal",
+                               "msg": f"Input should be less than or equal to {settings.max_chunk_size}"}])
+    return chunk_size
 
 
-def _check_files(uploads: list[UploadFile], settings: IngestSettings) -> list[str]:
-    """Each file's content type, sniffed; or BatchRejected listing every file that cannot enter, and why."""
-    content_types: list[str] = []
-    rejected: list[tuple[int, FileRejected]] = []
-    for index, upload in enumerate(uploads):
-        size, head = _size_and_head(upload.file)
+def _too_many_files(count: str, settings: IngestSettings) -> Problem:
+    return Problem(413, ProblemCode.TOO_MANY_FILES, f"{count} files; a batch holds at most "
+                   f"{settings.max_files_per_batch}: split the upload into several batches")
+
+
+def _check_files(uploads: list[UploadFile], digests: list[tuple[str, int, bytes]], settings: IngestSettings,
+                 strict: bool) -> list[str | FileRejected]:
+    """Each file's sniffed content type, or why it cannot enter. Strict, or every file refused: Problem."""
+    verdicts: list[str | FileRejected] = []
+    for index, (upload, (_sha256, size, head)) in enumerate(zip(uploads, digests)):
         try:
-            content_types.append(accepted_content_type(size, head, max_bytes=settings.max_file_bytes))
+            verdicts.append(accepted_content_type(size, head, max_bytes=settings.max_file_bytes,
+                                                  name=_original_name(upload, index)))
         except FileRejected as exc:
-            rejected.append((index, exc))
-    if rejected:
-        only_types = all(exc.problem is FileProblem.UNSUPPORTED_TYPE for _, exc in rejected)
-        detail = [{"file": _original_name(uploads[i], i), "index": i, "reason": str(exc)} for i, exc in rejected]
-        if only_types:
-            raise BatchRejected(415, "unsupported_type", detail)
-        raise BatchRejected(422, "invalid_files", detail)
-    return content_types
+            verdicts.append(exc)
+    rejected = [(i, _original_name(uploads[i], i), v.problem, str(v)) for i, v in enumerate(verdicts)
+                if isinstance(v, FileRejected)]
+    if rejected and (strict or len(rejected) == len(uploads)):
+        raise _files_problem(rejected)
+    return verdicts
 
 
-def _size_and_head(file: BinaryIO) -> tuple[int, bytes]:
-    """Size and first bytes of a spooled upload, without reading it whole; leaves it rewound."""
-    size = file.seek(0, os.SEEK_END)
+def _files_problem(rejected: list[tuple[int, str, Any, str]]) -> Problem:
+    """Every refused file, and why: 415 if each is of an unsupported type, else 422. Nothing is stored."""
+    errors = [{"index": i, "file": name[:300], "code": str(code), "reason": reason} for i, name, code, reason in rejected]
+    only_types = all(e["code"] == "unsupported_type" for e in errors)
+    what = "of an unsupported type" if only_types else "refused"
+    return Problem(415 if only_types else 422,
+                   ProblemCode.UNSUPPORTED_TYPE if only_types else ProblemCode.INVALID_FILES,
+                   f"{len(errors)} file(s) {what}; nothing was accepted (each is listed in errors)", errors=errors)
+
+
+def _digest(file: BinaryIO) -> tuple[str, int, bytes]:
+    """sha256, size and first bytes of a spooled upload, read once; leaves it rewound."""
     file.seek(0)
-    head = file.read(SNIFF_BYTES)
+    digest, head, size = hashlib.sha256(), file.read(SNIFF_BYTES), 0
+    data = head
+    while data:
+        digest.update(data)
+        size += len(data)
+        data = file.read(1024 * 1024)
     file.seek(0)
-    return size, head
+    return digest.hexdigest(), size, head
 
 
 def _original_name(upload: UploadFile, index: int) -> str:
     return upload.filename or f"file-{index}"
 
 
-# ---- steps 2-4: store, announce, or undo --------------------------------------------------------------------------
+# ---- steps 3-5: store, announce, or undo --------------------------------------------------------------------------
 
 @contextmanager
 def _deleted_on_failure(s3: Minio, bucket: str, prefix: str) -> Iterator[list[str]]:
@@ -307,31 +619,8 @@ def _delete_objects(s3: Minio, bucket: str, prefix: str, keys: list[str]) -> Non
                   extra={"bucket": bucket, "keys": keys, "errors": [str(e) for e in errors[:5]]})
 
 
-def _nothing_accepted(what: str, exc: BaseException) -> BatchRejected:
-    return BatchRejected(503, "unavailable",
-                         f"nothing was accepted: {what} ({exc}); retry the whole batch later")
-
-
-# ---- rejections: one log line and one count per rejected batch request --------------------------------------------
-
-def _log_rejection(request: Request, status_code: int, reason: str, detail: Any, cause: BaseException | None) -> None:
-    if request.scope.get("endpoint") is not create_batch:
-        return
-    BATCHES_REJECTED.labels(reason).inc()
-    log.log(logging.ERROR if status_code >= 500 else logging.WARNING, "batch rejected",
-            extra={"status": status_code, "reason": reason, "detail": detail}, exc_info=cause)
-
-
-async def _on_http_error(request: Request, exc: StarletteHTTPException):
-    reason = getattr(exc, "reason", "unauthorized" if exc.status_code == 401 else f"http_{exc.status_code}")
-    _log_rejection(request, exc.status_code, reason, exc.detail, exc.__cause__)
-    return await http_exception_handler(request, exc)
-
-
-async def _on_invalid_request(request: Request, exc: RequestValidationError):
-    _log_rejection(request, 422, "invalid_request", [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()],
-                   None)
-    return await request_validation_exception_handler(request, exc)
+def _nothing_accepted(what: str, exc: BaseException) -> Problem:
+    return Problem(503, ProblemCode.UNAVAILABLE, f"nothing was accepted: {what} ({exc}); retry the whole batch later")
 
 
 # ---- readiness ----------------------------------------------------------------------------------------------------
@@ -359,22 +648,31 @@ def create_app(settings: IngestSettings) -> FastAPI:
         # Records expire when the request gives up on them, so none is delivered after its batch answered 503.
         producer = build_producer(settings, client_id="ingest",
                                   **{"delivery.timeout.ms": int(settings.kafka_delivery_timeout_s * 1000)})
-        app.state.settings, app.state.s3, app.state.producer = settings, s3, producer
+        pool = build_pool(settings, name="ingest", max_size=settings.db_pool_size)
+        app.state.settings, app.state.s3, app.state.producer, app.state.pool = settings, s3, producer, pool
+        grouper = s3_events.EventGrouper(settings, pool, lambda refs, batch_id, file_ids, tenant: accept_objects(
+            refs, batch_id=batch_id, file_ids=file_ids, tenant=tenant, fields=S3BatchCreate(objects=refs),
+            settings=settings, producer=producer, s3=s3, pool=pool, all_refused_is_error=False))
+        grouper.start()
         try:
             yield
         finally:
+            grouper.stop()
             # Every request flushed its own records; this only drains delivery reports.
             await run_in_threadpool(producer.flush, settings.kafka_delivery_timeout_s)
+            pool.close()
 
-    app = FastAPI(title="ocrstream ingest", version="0.1.0", lifespan=lifespan,
-                  description="Accepts batches of images/PDFs for OCR; follow them at the status API.")
+    app = FastAPI(title="ocrstream ingest", version="0.2.0", lifespan=lifespan,
+                  description="Accepts batches of images/PDFs for OCR, cancels and retries them; follow them at the "
+                              "status API. Every error is RFC 9457 problem details with a stable `code`: "
+                              + ", ".join(f"`{c.value}`" for c in ProblemCode) + ".")
     app.include_router(router)
     app.include_router(probe_router(is_ready))
     app.add_middleware(RequestMetrics)
-    if settings.cors_origins:  # the console uploads from the status API's origin
+    app.add_middleware(RequestGate, api_keys=settings.api_keys, max_request_bytes=settings.max_request_bytes)
+    if settings.cors_origins:  # the console uploads from the status API's origin; outermost, so preflights pass
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
                            expose_headers=["Location", "Retry-After"], max_age=600)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(RequestValidationError, _on_invalid_request)
+    install_problem_handlers(app)
     return app

@@ -1,18 +1,27 @@
-"""Pure pieces of ingest: what a file is (from its first bytes), whether it may enter, and files → events.
+"""Pure pieces of ingest: what a file is (from its first bytes), whether it may enter, and files → events;
+which S3 locations a tenant may read, and what an S3 event notification names.
 
 No I/O here: app.py reads the bytes and sends the events; unit tests call these directly.
 """
-from enum import StrEnum
+import hashlib
+import json
+import uuid
+from typing import Any
+from urllib.parse import unquote_plus
 
 from schemas.base import utc_now
-from schemas.batch_events import BatchCreated, BatchOptions, ChunkLayout
+from schemas.batch_events import BatchCreated, BatchOptions, ChunkLayout, DuplicateFile, RejectedFile
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.progress import BatchProgress, BatchStatus
+from schemas.results import FailureReason
 
 __all__ = [
-    "SNIFF_BYTES", "FileProblem", "FileRejected", "accepted_content_type", "chunk_id_for", "initial_progress", "plan_batch",
-    "sniff_content_type",
+    "MAX_FILE_NAME_CHARS", "SNIFF_BYTES", "FileRejected", "accepted_content_type", "check_size", "chunk_id_for", "file_id_for",
+    "initial_progress", "languages_problem", "location_allowed", "manifest_key", "plan_batch", "plan_retry", "request_fingerprint",
+    "s3_event_objects", "sniff_content_type", "status_url",
 ]
+
+MAX_FILE_NAME_CHARS = 255
 
 SNIFF_BYTES = 32  # enough for every signature below (WEBP needs 12, BMP's DIB header size sits at 14..18)
 
@@ -39,29 +48,31 @@ def sniff_content_type(head: bytes) -> str | None:
     return None
 
 
-class FileProblem(StrEnum):
-    EMPTY = "empty"
-    TOO_LARGE = "too_large"
-    UNSUPPORTED_TYPE = "unsupported_type"
-
-
 class FileRejected(ValueError):
     """A file that cannot enter a batch; str(exc) is the reason, for a person to act on."""
 
-    def __init__(self, problem: FileProblem, reason: str) -> None:
+    def __init__(self, problem: FailureReason, reason: str) -> None:
         super().__init__(reason)
         self.problem = problem
 
 
-def accepted_content_type(size: int, head: bytes, *, max_bytes: int) -> str:
-    """The content type of a file that may enter a batch, from its size and first bytes; else FileRejected."""
+def check_size(size: int, *, max_bytes: int) -> None:
+    """FileRejected if a file of this size may not enter a batch."""
     if size == 0:
-        raise FileRejected(FileProblem.EMPTY, "empty file")
+        raise FileRejected(FailureReason.EMPTY, "empty file")
     if size > max_bytes:
-        raise FileRejected(FileProblem.TOO_LARGE, f"file is {size} bytes; the limit is {max_bytes} bytes")
+        raise FileRejected(FailureReason.TOO_LARGE, f"file is {size} bytes; the limit is {max_bytes} bytes")
+
+
+def accepted_content_type(size: int, head: bytes, *, max_bytes: int, name: str = "") -> str:
+    """The content type of a file that may enter a batch, from its name, size and first bytes; else FileRejected."""
+    if len(name) > MAX_FILE_NAME_CHARS:
+        raise FileRejected(FailureReason.NAME_TOO_LONG,
+                           f"file name of {len(name)} characters; the limit is {MAX_FILE_NAME_CHARS}")
+    check_size(size, max_bytes=max_bytes)
     content_type = sniff_content_type(head)
     if content_type is None:
-        raise FileRejected(FileProblem.UNSUPPORTED_TYPE,
+        raise FileRejected(FailureReason.UNSUPPORTED_TYPE,
                            "unsupported type (unknown file signature); send PNG, JPEG, TIFF, GIF, BMP, WEBP or PDF")
     return content_type
 
@@ -78,35 +89,103 @@ def plan_batch(
     chunk_size: int,
     options: BatchOptions,
     webhook_url: str | None = None,
+    rejected: list[RejectedFile] = (),
+    duplicates: list[DuplicateFile] = (),
 ) -> tuple[BatchCreated, list[ChunkRequested]]:
-    """Split stored files, in upload order, into chunks of chunk_size; the BatchCreated lists the layout."""
-    if not files:
+    """Split stored files, in upload order, into chunks of chunk_size; the BatchCreated lists the layout, and
+    the rejected and duplicate files that end without a chunk."""
+    if not (files or rejected or duplicates):
         raise ValueError("a batch needs at least one file")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     now = utc_now()
-    chunks = [
-        ChunkRequested(
-            batch_id=batch_id,
-            chunk_id=chunk_id_for(batch_id, index),
-            tenant=tenant,
-            options=options,
-            files=files[start : start + chunk_size],
-            requested_at=now,
-        )
-        for index, start in enumerate(range(0, len(files), chunk_size))
-    ]
+    chunks = _chunks(batch_id, tenant, options, files, chunk_size, now, attempt=1)
     created = BatchCreated(
         batch_id=batch_id,
         tenant=tenant,
         name=name,
-        total_files=len(files),
+        total_files=len(files) + len(rejected) + len(duplicates),
         chunks=[ChunkLayout(chunk_id=c.chunk_id, file_count=len(c.files)) for c in chunks],
         options=options,
         webhook_url=webhook_url,
+        rejected=list(rejected),
+        duplicates=list(duplicates),
         created_at=now,
     )
     return created, chunks
+
+
+def plan_retry(batch_id: str, tenant: str, options: BatchOptions, files: list[StoredFile], chunk_size: int,
+               attempt: int) -> list[ChunkRequested]:
+    """The retried files' chunks: ids of their own ({batch}.r{attempt}.NNNNN), carrying the retry's attempt."""
+    return _chunks(batch_id, tenant, options, files, chunk_size, utc_now(), attempt=attempt)
+
+
+def _chunks(batch_id: str, tenant: str, options: BatchOptions, files: list[StoredFile], chunk_size: int, now,
+            *, attempt: int) -> list[ChunkRequested]:
+    prefix = batch_id if attempt == 1 else f"{batch_id}.r{attempt}"
+    return [
+        ChunkRequested(batch_id=batch_id, chunk_id=chunk_id_for(prefix, index), tenant=tenant, attempt=attempt,
+                       options=options, files=files[start : start + chunk_size], requested_at=now)
+        for index, start in enumerate(range(0, len(files), chunk_size))
+    ]
+
+
+def status_url(base: str, batch_id: str) -> str:
+    return f"{base.rstrip('/')}/v1/batches/{batch_id}"
+
+
+def manifest_key(tenant: str, batch_id: str) -> str:
+    """Where a batch's StoredFiles are kept in ingest's bucket: what a retry runs again."""
+    return f"{tenant}/{batch_id}/manifest.json"
+
+
+def languages_problem(languages: str, installed: list[str]) -> str | None:
+    """Why `languages` (e.g. kor+eng) cannot be read by the workers, or None."""
+    missing = [lang for lang in languages.split("+") if lang not in installed]
+    if missing:
+        return f"no installed language model for {', '.join(missing)}; installed: {'+'.join(installed)}"
+    return None
+
+
+def request_fingerprint(parts: dict[str, Any]) -> str:
+    """sha256 of a request's meaning (fields, and each file's name and sha256): what an Idempotency-Key binds."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def file_id_for(batch_id: str, bucket: str, key: str, version: str) -> str:
+    """A file id that a repeated announcement of the same grouped S3 objects repeats exactly."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"s3://{bucket}/{key}?v={version}#{batch_id}").hex
+
+
+def location_allowed(allowed: list[str], bucket: str, key: str) -> bool:
+    """Whether bucket/key lies in one of the tenant's "bucket" or "bucket/prefix" locations. A key with a "." or
+    ".." segment never does: S3 servers that resolve them would let b/../a name a's objects."""
+    if any(segment in (".", "..") for segment in key.split("/")):
+        return False
+    path = f"{bucket}/{key}"
+    return any(path.startswith(loc if "/" in loc else loc + "/") for loc in allowed)
+
+
+def s3_event_objects(body: Any) -> tuple[list[tuple[str, str, str, int | None]], int]:
+    """The (bucket, key, version, size) of each ObjectCreated record of an AWS or MinIO notification, and how
+    many records were something else. Keys arrive URL-encoded; the version is the ETag, else the sequencer."""
+    if not isinstance(body, dict) or not isinstance(body.get("Records"), list):
+        raise ValueError('not an S3 event notification: expected {"Records": [...]}')
+    created, ignored = [], 0
+    for record in body["Records"]:
+        event = record.get("eventName", "") if isinstance(record, dict) else ""
+        if "ObjectCreated:" not in event:
+            ignored += 1
+            continue
+        s3 = record.get("s3") or {}
+        bucket, obj = (s3.get("bucket") or {}).get("name"), s3.get("object") or {}
+        if not isinstance(bucket, str) or not isinstance(obj.get("key"), str):
+            raise ValueError(f"an ObjectCreated record without s3.bucket.name or s3.object.key: {str(record)[:200]}")
+        version = str(obj.get("eTag") or obj.get("sequencer") or obj.get("versionId") or "")
+        size = obj.get("size") if isinstance(obj.get("size"), int) else None
+        created.append((bucket, unquote_plus(obj["key"]), version.strip('"'), size))
+    return created, ignored
 
 
 def initial_progress(created: BatchCreated, total_chunks: int) -> BatchProgress:
@@ -114,5 +193,5 @@ def initial_progress(created: BatchCreated, total_chunks: int) -> BatchProgress:
     The persister's snapshots start at version 1 and always supersede it."""
     return BatchProgress(batch_id=created.batch_id, tenant=created.tenant, name=created.name,
                          status=BatchStatus.PENDING, total_files=created.total_files, total_chunks=total_chunks,
-                         succeeded=0, failed=0, skipped=0, created_at=created.created_at,
+                         succeeded=0, failed=0, skipped=0, cancelled=0, created_at=created.created_at,
                          updated_at=created.created_at, version=0)

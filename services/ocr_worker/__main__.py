@@ -16,6 +16,7 @@ from common.observability import configure_logging  # noqa: E402
 from common.runtime import run_until_stopped, stop_on_signals  # noqa: E402
 from common.storage import build_s3_client  # noqa: E402
 from schemas.batch_events import BatchOptions  # noqa: E402
+from services.ocr_worker.cancellations import CancelledBatches  # noqa: E402
 from services.ocr_worker.settings import WorkerSettings  # noqa: E402
 from services.ocr_worker.supervisor import OcrSupervisor  # noqa: E402
 from services.ocr_worker.worker import ChunkOcr, OcrWorker  # noqa: E402
@@ -43,7 +44,13 @@ def build_worker(settings: WorkerSettings, stack: ExitStack) -> OcrWorker:
                               transactional_id=f"{settings.worker_group}-{settings.worker_id}",
                               **{"transaction.timeout.ms": settings.transaction_timeout_ms})
 
-    return OcrWorker(settings, consumer, new_producer, ChunkOcr(settings, build_s3_client(settings), supervisor))
+    cancelled = CancelledBatches(build_consumer(settings, group_id=f"{settings.worker_group}-cancellations",
+                                                client_id=f"{client_id}-cancellations",
+                                                **{"enable.partition.eof": True}), settings.topic_batch_events)
+    cancelled.start()
+    stack.callback(cancelled.stop)
+    return OcrWorker(settings, consumer, new_producer, ChunkOcr(settings, build_s3_client(settings), supervisor),
+                     cancelled)
 
 
 def main() -> int:

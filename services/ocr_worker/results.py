@@ -63,6 +63,14 @@ def file_result(
     )
 
 
+def cancelled_result(chunk: ChunkRequested, stored: StoredFile, *, engine: str) -> FileResult:
+    """The file was never read: its batch was cancelled before its chunk started."""
+    return FileResult(batch_id=chunk.batch_id, chunk_id=chunk.chunk_id, file_id=stored.file_id, tenant=chunk.tenant,
+                      status=FileStatus.CANCELLED, original_name=stored.original_name, sha256=stored.sha256,
+                      size=stored.size, content_type=stored.content_type, part=stored.pages, engine=engine,
+                      error="the batch was cancelled before this file was read", attempt=chunk.attempt)
+
+
 def _reviewed(page: Page, min_confidence: float | None) -> Page:
     needs_review = min_confidence is not None and page.mean_confidence < min_confidence
     return page.model_copy(update={"needs_review": needs_review}) if needs_review != page.needs_review else page

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from threading import Event
 
@@ -29,7 +29,7 @@ from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FailureReason, FileResult, Timings
 from schemas.topics import Topic, UndecodableMessage, decode
 from services.ocr_worker.parts import page_range_work_items, split_result
-from services.ocr_worker.results import file_result
+from services.ocr_worker.results import cancelled_result, file_result
 from services.ocr_worker.settings import WorkerSettings
 from services.ocr_worker.supervisor import FileRefused, OcrSupervisor, OcrTask, OcrTryFailed, SplitNeeded
 
@@ -83,6 +83,10 @@ class ChunkOcr:
         for stored in chunk.files:
             self._ocr_file(chunk, stored, wait, outcome)
         return outcome
+
+    def cancelled_chunk(self, chunk: ChunkRequested) -> ChunkOutcome:
+        """Every file of the chunk cancelled, unread: its batch was cancelled before the chunk started."""
+        return ChunkOutcome(results=[cancelled_result(chunk, f, engine=self._settings.engine) for f in chunk.files])
 
     def failed_chunk(self, chunk: ChunkRequested, code: FailureReason, reason: str, tries: int) -> ChunkOutcome:
         """Every file of the chunk failed with the same reason, and all of them for the DLQ."""
@@ -166,8 +170,9 @@ class ChunkOcr:
 
 class OcrWorker:
     def __init__(self, settings: WorkerSettings, consumer: Consumer, new_producer: Callable[[], Producer],
-                 ocr: ChunkOcr) -> None:
+                 ocr: ChunkOcr, cancelled: Container[str] = frozenset()) -> None:
         self._settings = settings
+        self._cancelled = cancelled  # batch ids whose chunks not yet started are skipped
         self._consumer = consumer
         self._new_producer = new_producer  # same transactional.id each time: a new one fences the old
         self._producer: Producer | None = None
@@ -221,6 +226,10 @@ class OcrWorker:
             log.error("undecodable chunk sent to DLQ", extra={"reason": str(exc), **_position(msg)})
             return [message_record(self._settings.topic_ocr_dlq, msg.key(),
                                    dlq_record(msg, reason=str(exc), error=exc, service="ocr_worker"))]
+        if chunk.batch_id in self._cancelled and not any(f.pages for f in chunk.files):
+            # Page-range work items belong to a file already being read: they finish, like a running chunk.
+            log.info("chunk of a cancelled batch skipped", extra={"batch_id": chunk.batch_id, **_position(msg)})
+            return self._records(msg, chunk, self._ocr.cancelled_chunk(chunk))
         position = (msg.topic(), msg.partition(), msg.offset())
         try:
             outcome = self._ocr.ocr_chunk(chunk, self._wait)

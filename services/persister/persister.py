@@ -147,10 +147,13 @@ class Persister:
             sql.write_file_result(conn, message)
         elif isinstance(message, BatchCreated):
             sql.upsert_batch_created(conn, message)
+            sql.settle_files_at_creation(conn, message)  # rejected and deduplicated files end here, unread
         elif isinstance(message, BatchCancelled):
-            sql.mark_batch_cancelled(conn, message)
+            sql.mark_cancel_requested(conn, message)
         elif isinstance(message, BatchRetryRequested):
-            log.warning("retry requests are not supported yet; ignored", extra={"batch_id": message.batch_id})
+            waiting = sql.mark_retry_requested(conn, message)
+            log.info("retry requested", extra={"batch_id": message.batch_id, "attempt": message.attempt,
+                                               "files": waiting})
         return message.batch_id
 
     def _dead_letter(self, conn: psycopg.Connection, msg: Message, *, reason: str, error: Exception, kind: str

@@ -13,6 +13,8 @@ def progress_from_row(row: dict) -> BatchProgress:
         succeeded=row["succeeded"],
         failed=row["failed"],
         skipped=row["skipped"],
+        cancelled=row["cancelled"],
+        cancel_requested=row["cancel_requested_at"] is not None,
         created_at=row["created_at"],
         started_at=row["started_at"],
         updated_at=row["updated_at"],

@@ -13,9 +13,9 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
-from schemas.batch_events import BatchCancelled, BatchCreated
+from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
 from schemas.dlq import DlqRecord
-from schemas.results import FileResult, FileStatus
+from schemas.results import INGEST_ENGINE, FailureReason, FileResult, FileStatus
 from schemas.topics import encode
 
 # Postgres refuses the record's data (a constraint, a type's range, pgvector's dimension, NUL in text, a value
@@ -108,12 +108,92 @@ def upsert_batch_created(conn: Connection, event: BatchCreated) -> None:
     )
 
 
-def mark_batch_cancelled(conn: Connection, event: BatchCancelled) -> None:
+def mark_cancel_requested(conn: Connection, event: BatchCancelled) -> None:
+    """The batch ends 'cancelled' once every file is terminal (recount_batches); one already finished stays so."""
     conn.execute(
-        """INSERT INTO batches (batch_id, tenant, status, finished_at) VALUES (%s, %s, 'cancelled', now())
-           ON CONFLICT (batch_id) DO UPDATE SET status = 'cancelled', finished_at = coalesce(batches.finished_at, now())""",
-        (event.batch_id, event.tenant),
+        """INSERT INTO batches (batch_id, tenant, cancel_requested_at) VALUES (%s, %s, %s)
+           ON CONFLICT (batch_id) DO UPDATE
+             SET cancel_requested_at = coalesce(batches.cancel_requested_at, excluded.cancel_requested_at)
+             WHERE batches.status NOT IN ('completed', 'failed')""",
+        (event.batch_id, event.tenant, event.requested_at),
     )
+
+
+def mark_retry_requested(conn: Connection, event: BatchRetryRequested) -> int:
+    """Failed rows below the retry's attempt wait for it (not counted meanwhile); how many wait. A result of that
+    attempt that came first already replaced its row, so it does not wait. The batch is unfinished until the
+    recount in this transaction says otherwise: its finished_at then follows the retry."""
+    conn.execute("UPDATE batches SET finished_at = NULL WHERE batch_id = %s AND status <> 'cancelled'",
+                 (event.batch_id,))
+    return conn.execute(
+        """UPDATE files SET retry_attempt = %(attempt)s
+           WHERE batch_id = %(batch_id)s AND tenant = %(tenant)s AND status = 'failed' AND attempt < %(attempt)s
+             AND (file_id = ANY(%(file_ids)s) OR (cardinality(%(file_ids)s) = 0 AND engine <> %(ingest)s))""",
+        {"attempt": event.attempt, "batch_id": event.batch_id, "tenant": event.tenant,
+         "file_ids": event.file_ids, "ingest": INGEST_ENGINE},
+    ).rowcount
+
+
+def settle_files_at_creation(conn: Connection, event: BatchCreated) -> None:
+    """The batch's rejected files as failed rows, and its duplicates as copies of the earlier ok result (row,
+    pages, words); a duplicate whose original is gone fails (duplicate_missing). Replays change nothing."""
+    if not (event.rejected or event.duplicates):
+        return
+    batch = {"batch_id": event.batch_id, "tenant": event.tenant, "chunk_id": f"{event.batch_id}.ingest",
+             "engine": INGEST_ENGINE}
+    missing = _copy_duplicates(conn, batch, [d.model_dump() for d in event.duplicates]) if event.duplicates else []
+    failed = [{"file_id": r.file_id, "original_name": r.original_name, "size": r.size, "sha256": r.sha256,
+               "content_type": "", "error_code": r.error_code.value, "error": r.error} for r in event.rejected]
+    failed += [{**{k: d[k] for k in ("file_id", "original_name", "size", "sha256", "content_type")},
+                "error_code": FailureReason.DUPLICATE_MISSING.value,
+                "error": f"the earlier result {d['duplicate_of']} this file duplicates is no longer stored; "
+                         "submit it again with dedupe=false"} for d in missing]
+    if failed:
+        conn.execute(
+            """WITH f AS (
+                 INSERT INTO files (file_id, batch_id, chunk_id, tenant, original_name, sha256, size_bytes,
+                   content_type, status, error, error_code, engine, page_count, timings, attempt)
+                 SELECT r.file_id, %(batch_id)s, %(chunk_id)s, %(tenant)s, r.original_name, r.sha256, r.size,
+                   r.content_type, 'failed', r.error, r.error_code, %(engine)s, 0, '{}'::jsonb, 1
+                 FROM jsonb_to_recordset(%(rows)s) AS r(file_id text, original_name text, size bigint, sha256 text,
+                   content_type text, error_code text, error text)
+                 ON CONFLICT (file_id) DO NOTHING RETURNING file_id, attempt, status, error_code, error)
+               INSERT INTO file_attempts (file_id, attempt, status, error_code, error) SELECT * FROM f""",
+            batch | {"rows": Jsonb(failed)},
+        )
+
+
+def _copy_duplicates(conn: Connection, batch: dict, duplicates: list[dict]) -> list[dict]:
+    """Copy each original's ok result to its duplicate (row, pages, words); the duplicates (as dicts) without a
+    stored original. A duplicate already stored (a replay) is left as it is."""
+    conn.execute(
+        """WITH d AS (SELECT * FROM jsonb_to_recordset(%(rows)s) AS r(file_id text, original_name text, size bigint,
+                        sha256 text, content_type text, duplicate_of text)),
+                f AS (
+                  INSERT INTO files (file_id, batch_id, chunk_id, tenant, original_name, sha256, size_bytes,
+                    content_type, status, error, error_code, engine, embedding_model, page_count, timings, attempt,
+                    duplicate_of)
+                  SELECT d.file_id, %(batch_id)s, %(chunk_id)s, %(tenant)s, d.original_name, d.sha256, d.size,
+                    d.content_type, o.status, o.error, o.error_code, o.engine, o.embedding_model, o.page_count,
+                    o.timings, 1, d.duplicate_of
+                  FROM d JOIN files o ON o.file_id = d.duplicate_of AND o.tenant = %(tenant)s AND o.status = 'ok'
+                  ON CONFLICT (file_id) DO NOTHING RETURNING file_id, duplicate_of),
+                copied_pages AS (
+                  INSERT INTO pages (file_id, page_number, batch_id, tenant, width, height, text, mean_confidence,
+                    embedding, rotation, skew, needs_review)
+                  SELECT f.file_id, p.page_number, %(batch_id)s, %(tenant)s, p.width, p.height, p.text,
+                    p.mean_confidence, p.embedding, p.rotation, p.skew, p.needs_review
+                  FROM f JOIN pages p ON p.file_id = f.duplicate_of),
+                copied_words AS (
+                  INSERT INTO words (file_id, page_number, word_index, text, confidence, x, y, width, height)
+                  SELECT f.file_id, w.page_number, w.word_index, w.text, w.confidence, w.x, w.y, w.width, w.height
+                  FROM f JOIN words w ON w.file_id = f.duplicate_of)
+           INSERT INTO file_attempts (file_id, attempt, status) SELECT file_id, 1, 'ok' FROM f""",
+        batch | {"rows": Jsonb(duplicates)},
+    )
+    stored = {row[0] for row in conn.execute("SELECT file_id FROM files WHERE file_id = ANY(%s)",
+                                             ([d["file_id"] for d in duplicates],))}
+    return [d for d in duplicates if d["file_id"] not in stored]
 
 
 # --- file results ------------------------------------------------------------------------------------------
@@ -227,31 +307,33 @@ def _insert_pages(conn: Connection, r: FileResult) -> None:
 
 # --- batch accounting --------------------------------------------------------------------------------------
 def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
-    """Absolute counts and the status they imply, and a new version, for every touched batch."""
+    """Absolute counts and the status they imply, and a new version, for every touched batch. A failed row that
+    waits for a retry is not counted; a batch whose cancel was asked for ends 'cancelled' once all files are in."""
     conn.execute(
         """WITH counts AS (
              SELECT b.batch_id,
                     count(f.file_id) FILTER (WHERE f.status = 'ok') AS succeeded,
-                    count(f.file_id) FILTER (WHERE f.status = 'failed') AS failed,
-                    count(f.file_id) FILTER (WHERE f.status = 'skipped') AS skipped
+                    count(f.file_id) FILTER (WHERE f.status = 'failed' AND f.retry_attempt IS NULL) AS failed,
+                    count(f.file_id) FILTER (WHERE f.status = 'skipped') AS skipped,
+                    count(f.file_id) FILTER (WHERE f.status = 'cancelled') AS cancelled
              FROM batches b LEFT JOIN files f ON f.batch_id = b.batch_id
-             WHERE b.batch_id = ANY(%(ids)s) GROUP BY b.batch_id)
+             WHERE b.batch_id = ANY(%(ids)s) GROUP BY b.batch_id),
+           done AS (SELECT *, succeeded + failed + skipped + cancelled AS n FROM counts)
            UPDATE batches b SET
-             succeeded = c.succeeded, failed = c.failed, skipped = c.skipped,
+             succeeded = c.succeeded, failed = c.failed, skipped = c.skipped, cancelled = c.cancelled,
              status = CASE
                WHEN b.status = 'cancelled' THEN 'cancelled'
-               WHEN b.total_files > 0 AND c.succeeded + c.failed + c.skipped >= b.total_files
-                 THEN CASE WHEN c.failed = b.total_files THEN 'failed' ELSE 'completed' END
-               WHEN c.succeeded + c.failed + c.skipped > 0 THEN 'processing'
+               WHEN b.total_files > 0 AND c.n >= b.total_files THEN CASE
+                 WHEN b.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                 WHEN c.failed = b.total_files THEN 'failed' ELSE 'completed' END
+               WHEN c.n > 0 OR b.status <> 'pending' THEN 'processing'
                ELSE 'pending' END,
-             started_at = CASE WHEN c.succeeded + c.failed + c.skipped > 0
-                               THEN coalesce(b.started_at, now()) END,
+             started_at = CASE WHEN c.n > 0 THEN coalesce(b.started_at, now()) END,
              finished_at = CASE WHEN b.status = 'cancelled' THEN b.finished_at
-                                WHEN b.total_files > 0 AND c.succeeded + c.failed + c.skipped >= b.total_files
-                                THEN coalesce(b.finished_at, now()) END,
+                                WHEN b.total_files > 0 AND c.n >= b.total_files THEN coalesce(b.finished_at, now()) END,
              updated_at = now(),
              version = b.version + 1
-           FROM counts c WHERE b.batch_id = c.batch_id""",
+           FROM done c WHERE b.batch_id = c.batch_id""",
         {"ids": list(batch_ids)},
     )
 

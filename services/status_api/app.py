@@ -13,9 +13,7 @@ from contextlib import ExitStack, asynccontextmanager, contextmanager
 from typing import Annotated
 
 import urllib3
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, status
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from minio import Minio
 from minio.error import MinioException, S3Error
@@ -23,15 +21,16 @@ from psycopg import Connection, OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import AwareDatetime
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.db import build_pool
 from common.embedding import Embedder, build_embedder
 from common.http import TenantDep, probe_router
 from common.observability import RequestMetrics
+from common.problems import Problem, install_problem_handlers
 from common.storage import build_s3_client
 from schemas.api import (
-    BatchesPublic, BatchPublic, FileResultPublic, FileResultsPublic, FileSummariesPublic, ProblemDetail, SearchResults,
+    BatchesPublic, BatchPublic, FileResultPublic, FileResultsPublic, FileSummariesPublic, ProblemCode, ProblemDetail,
+    SearchResults,
     WebhookDeliveriesPublic,
 )
 from schemas.base import INT32_MAX, utc_now
@@ -62,10 +61,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
     app.include_router(router)
     console.mount(app, settings)
     app.add_middleware(RequestMetrics)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(PoolTimeout, _database_unavailable)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    install_problem_handlers(app, database_errors=(PoolTimeout, OperationalError))
     return app
 
 
@@ -100,34 +96,6 @@ def _is_ready(app: FastAPI) -> bool:
         return False
 
 
-async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable", extra={"error": str(exc)})
-    return JSONResponse({"detail": "the results database is unavailable, retry shortly", "code": "database_unavailable"},
-                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
-
-
-class ApiError(HTTPException):
-    """An error answer with a stable machine `code` beside the human `detail`."""
-
-    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status_code, detail, headers)
-        self.code = code
-
-
-# The code of errors raised without one (FastAPI's own, common.http's 401).
-_DEFAULT_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 503: "unavailable"}
-
-
-async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = getattr(exc, "code", None) or _DEFAULT_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return JSONResponse({"detail": exc.detail, "code": code}, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse({"detail": jsonable_encoder(exc.errors()), "code": "invalid_request"},
-                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-
-
 # --- dependencies: route signatures read as nouns ---------------------------------------------------------
 
 def _settings(request: Request) -> StatusSettings:
@@ -137,8 +105,8 @@ def _settings(request: Request) -> StatusSettings:
 async def _loaded_view(request: Request) -> ProgressView:
     """The progress view, once it has caught up: before that it may hold old versions, so answer 503."""
     if not request.app.state.materializer.ready:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "status view is still loading, retry shortly",
-                            headers={"Retry-After": "2"})
+        raise Problem(status.HTTP_503_SERVICE_UNAVAILABLE, ProblemCode.UNAVAILABLE,
+                      "status view is still loading, retry shortly", headers={"Retry-After": "2"})
     return request.app.state.view
 
 
@@ -177,9 +145,9 @@ _FILE_NOT_FOUND = {404: {"model": ProblemDetail, "description": (
 _STORE_UNAVAILABLE = {503: {"model": ProblemDetail, "description": "the database or the object store is unavailable"}}
 
 
-def _batch_not_found(batch_id: str) -> HTTPException:
+def _batch_not_found(batch_id: str) -> Problem:
     # The same answer for "unknown" and "another tenant's": never reveal that another tenant's batch exists.
-    return ApiError(status.HTTP_404_NOT_FOUND, "batch_not_found", f"batch {batch_id} not found")
+    return Problem(status.HTTP_404_NOT_FOUND, ProblemCode.BATCH_NOT_FOUND, f"batch {batch_id} not found")
 
 
 def _persisted(request: Request, conn: Connection, tenant: str, batch_id: str) -> bool:
@@ -193,9 +161,9 @@ def _persisted(request: Request, conn: Connection, tenant: str, batch_id: str) -
     return False
 
 
-def _file_not_found(request: Request, conn: Connection, tenant: str, batch_id: str, file_id: str) -> HTTPException:
+def _file_not_found(request: Request, conn: Connection, tenant: str, batch_id: str, file_id: str) -> Problem:
     _persisted(request, conn, tenant, batch_id)  # an unknown batch is named as such
-    return ApiError(status.HTTP_404_NOT_FOUND, "file_not_found",
+    return Problem(status.HTTP_404_NOT_FOUND, ProblemCode.FILE_NOT_FOUND,
                     f"file {file_id} not found in batch {batch_id} (a file is listed once its result is stored)")
 
 
@@ -298,7 +266,7 @@ def list_batches(
     try:
         after = queries.BatchCursor.decode(cursor) if cursor else None
     except ValueError as exc:
-        raise ApiError(status.HTTP_400_BAD_REQUEST, "invalid_cursor", str(exc)) from exc
+        raise Problem(status.HTTP_400_BAD_REQUEST, ProblemCode.INVALID_CURSOR, str(exc)) from exc
     page, next_cursor = queries.batches(conn, tenant, limit=limit, cursor=after, status=batch_status,
                                         created_after=created_after)
     now = utc_now()
@@ -398,7 +366,7 @@ def get_page_image(
         raise _file_not_found(request, conn, tenant, batch_id, file_id)
     size = queries.page_size(conn, tenant, file_id, page_number)
     if size is None:
-        raise ApiError(status.HTTP_404_NOT_FOUND, "page_not_found",
+        raise Problem(status.HTTP_404_NOT_FOUND, ProblemCode.PAGE_NOT_FOUND,
                        f"file {file_id} has {info.page_count} page(s) with results; there is no page {page_number}")
     with _object_store_errors(batch_id, file_id):
         stored = s3.get_object(settings.s3_bucket, _object_key(tenant, batch_id, file_id))
@@ -410,7 +378,7 @@ def get_page_image(
     try:
         png = page_png(data, page_number, size, width)
     except PageNotRenderable as exc:
-        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "page_not_renderable", str(exc)) from exc
+        raise Problem(status.HTTP_422_UNPROCESSABLE_CONTENT, ProblemCode.PAGE_NOT_RENDERABLE, str(exc)) from exc
     # The page's own size, which the words' boxes refer to, also when the image is a scaled-down thumbnail.
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600",
                                                           "X-Page-Width": str(size[0]), "X-Page-Height": str(size[1])})
@@ -446,15 +414,15 @@ def _object_store_errors(batch_id: str, file_id: str) -> Iterator[None]:
     except S3Error as exc:
         if exc.code not in ("NoSuchKey", "NoSuchBucket"):
             raise _store_unavailable(batch_id, file_id, exc) from exc
-        raise ApiError(status.HTTP_404_NOT_FOUND, "content_missing",
+        raise Problem(status.HTTP_404_NOT_FOUND, ProblemCode.CONTENT_MISSING,
                        f"file {file_id}'s bytes are no longer in the object store") from exc
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise _store_unavailable(batch_id, file_id, exc) from exc
 
 
-def _store_unavailable(batch_id: str, file_id: str, exc: Exception) -> ApiError:
+def _store_unavailable(batch_id: str, file_id: str, exc: Exception) -> Problem:
     log.warning("object store unavailable", extra={"batch_id": batch_id, "file_id": file_id, "error": str(exc)})
-    return ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, "object_store_unavailable",
+    return Problem(status.HTTP_503_SERVICE_UNAVAILABLE, ProblemCode.OBJECT_STORE_UNAVAILABLE,
                     "the object store is unavailable, retry shortly", headers={"Retry-After": "5"})
 
 

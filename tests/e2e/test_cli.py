@@ -80,11 +80,15 @@ def test_cli_follows_a_batch_with_a_live_bar_and_reports_its_failed_file(isolate
         assert hits.returncode == 0, hits.stderr
         assert {h["batch_id"] for h in json.loads(hits.stdout)} == {batch_id}
 
-        # Endpoints another part of the project adds: either they work, or the CLI says clearly they are missing.
-        for args in (["cancel", batch_id], ["retry", batch_id], ["ls"]):
-            done = _cli(cli_env, *args, "--json")
-            assert done.returncode == 0 or (done.returncode == 2 and ENDPOINT_MISSING in done.stderr), \
-                (args, done.returncode, done.stderr)
+        # A finished batch cannot be cancelled (the CLI says why); its failed file can be retried.
+        cancelled = _cli(cli_env, "cancel", batch_id, "--json")
+        assert cancelled.returncode == 2 and "409 batch_finished" in cancelled.stderr, cancelled.stderr
+        retried = _cli(cli_env, "retry", batch_id, "--json")
+        assert retried.returncode == 0 and json.loads(retried.stdout)["attempt"] == 2, retried.stderr
+        # An endpoint another part of the project adds: either it works, or the CLI says clearly it is missing.
+        listed = _cli(cli_env, "ls", "--json")
+        assert listed.returncode == 0 or (listed.returncode == 2 and ENDPOINT_MISSING in listed.stderr), \
+            (listed.returncode, listed.stderr)
 
         unknown = _cli(cli_env, "status", "0" * 32)
         assert unknown.returncode == 2 and "not found" in unknown.stderr and "Traceback" not in unknown.stderr

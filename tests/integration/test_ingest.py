@@ -105,7 +105,9 @@ def test_accepted_batch_is_stored_and_announced(client: TestClient, settings: Se
     body = response.json()
     batch_id = body["batch_id"]
     assert body == {"batch_id": batch_id, "status": "pending", "total_files": 23, "total_chunks": 3,
-                    "status_url": f"http://status.test/v1/batches/{batch_id}"}
+                    "status_url": f"http://status.test/v1/batches/{batch_id}", "deduplicated": 0, "rejected": []}
+    assert response.headers["location"] == body["status_url"]
+    assert response.headers["retry-after"] == "2"
 
     # Exactly one BatchCreated, keyed by the batch id, with the layout and options.
     [event_record] = read_topic(settings, settings.topic(Topic.BATCH_EVENTS), expected=1)
@@ -135,8 +137,10 @@ def test_accepted_batch_is_stored_and_announced(client: TestClient, settings: Se
     assert (progress.status, progress.version, progress.total_files, progress.total_chunks, progress.tenant) == (
         "pending", 0, len(uploads), 3, TENANT)
 
-    # Every object is in the store, under tenant/batch/file, with the sha256 computed here.
-    assert sorted(bucket_keys(s3, settings.s3_bucket)) == sorted(f.key for f in files)
+    # Every object is in the store, under tenant/batch/file, with the sha256 computed here; beside them the
+    # manifest a retry reads.
+    assert sorted(bucket_keys(s3, settings.s3_bucket)) == sorted([f.key for f in files]
+                                                                 + [f"{TENANT}/{batch_id}/manifest.json"])
     for stored, (_, data) in zip(files, uploads):
         assert stored.bucket == settings.s3_bucket
         assert stored.key == f"{TENANT}/{batch_id}/{stored.file_id}"
@@ -177,7 +181,7 @@ def test_probes_and_metrics(client: TestClient) -> None:
     assert "ocrstream_ingest_accept_seconds_bucket" in metrics
     operation = client.get("/openapi.json").json()["paths"]["/v1/batches"]["post"]
     assert operation["operationId"] == "create_batch"
-    assert {"202", "401", "413", "415", "422", "503"} <= set(operation["responses"])
+    assert {"202", "400", "401", "403", "409", "413", "415", "422", "503"} <= set(operation["responses"])
 
 
 # ---- rejections: nothing stored, nothing produced -------------------------------------------------------------------
@@ -189,6 +193,8 @@ def test_missing_or_unknown_api_key_is_401(client: TestClient, settings: Setting
 
     assert missing.status_code == 401 and "missing API key" in missing.json()["detail"]
     assert unknown.status_code == 401 and unknown.json()["detail"] == "unknown API key"
+    assert missing.json()["code"] == unknown.json()["code"] == "unauthorized"
+    assert missing.headers["content-type"] == "application/problem+json"
     assert missing.headers["www-authenticate"] == "Bearer"
     assert_nothing_accepted(settings, s3)
 
@@ -197,45 +203,49 @@ def test_no_files_is_422(client: TestClient, settings: Settings, s3: Minio) -> N
     response = client.post("/v1/batches", headers=AUTH, data={"name": "nothing"})
 
     assert response.status_code == 422
-    assert any(error["loc"] == ["body", "files"] for error in response.json()["detail"])
+    assert response.json()["code"] == "no_files"
     assert_nothing_accepted(settings, s3)
 
 
-def test_empty_file_is_422_naming_the_file(client: TestClient, settings: Settings, s3: Minio) -> None:
-    response = client.post("/v1/batches", headers=AUTH,
+def test_strict_empty_file_is_422_naming_the_file(client: TestClient, settings: Settings, s3: Minio) -> None:
+    response = client.post("/v1/batches", headers=AUTH, data={"strict": "true"},
                            files=multipart([("good.png", render(1)), ("empty.png", b""), ("good2.png", render(2))]))
 
     assert response.status_code == 422
-    assert response.json()["detail"] == [{"file": "empty.png", "index": 1, "reason": "empty file"}]
+    assert response.json()["code"] == "invalid_files"
+    assert response.json()["errors"] == [{"file": "empty.png", "index": 1, "code": "empty", "reason": "empty file"}]
     assert_nothing_accepted(settings, s3)
 
 
 def test_unsupported_types_are_415_and_nothing_is_stored(client: TestClient, settings: Settings, s3: Minio,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    # The claimed content type is a lie: only the first bytes count.
+    # The claimed content type is a lie: only the first bytes count. Every file refused: nothing to accept.
     response = client.post("/v1/batches", headers=AUTH, files=multipart(
         [("notes.png", b"just some text, not an image"), ("archive.pdf", b"PK\x03\x04 zip, not a pdf")], "image/png"))
 
     assert response.status_code == 415
-    detail = response.json()["detail"]
-    assert [(d["file"], d["index"]) for d in detail] == [("notes.png", 0), ("archive.pdf", 1)]
+    assert response.json()["code"] == "unsupported_type"
+    errors = response.json()["errors"]
+    assert [(d["file"], d["index"], d["code"]) for d in errors] == [("notes.png", 0, "unsupported_type"),
+                                                                    ("archive.pdf", 1, "unsupported_type")]
     assert all(d["reason"].startswith("unsupported type") and "send PNG, JPEG, TIFF, GIF, BMP, WEBP or PDF" in d["reason"]
-               for d in detail)
+               for d in errors)
     assert_nothing_accepted(settings, s3)
-    rejections = [r for r in caplog.records if r.getMessage() == "batch rejected"]
-    assert [(r.status, r.reason) for r in rejections] == [(415, "unsupported_type")]
+    refusals = [r for r in caplog.records if r.getMessage() == "request refused"]
+    assert [(r.status, r.code) for r in refusals] == [(415, "unsupported_type")]
 
 
-def test_mixed_problems_are_422_listing_every_file(make_settings, settings: Settings, s3: Minio) -> None:
+def test_strict_mixed_problems_are_422_listing_every_file(make_settings, settings: Settings, s3: Minio) -> None:
     big = render(3, "PNG", size=(400, 400))
     with TestClient(create_app(make_settings(max_file_bytes=len(big) - 1))) as client:
-        response = client.post("/v1/batches", headers=AUTH, files=multipart(
+        response = client.post("/v1/batches", headers=AUTH, data={"strict": "true"}, files=multipart(
             [("ok.png", render(1)), ("big.png", big), ("notes.txt", b"text")]))
 
     assert response.status_code == 422
-    detail = response.json()["detail"]
-    assert [(d["file"], d["index"]) for d in detail] == [("big.png", 1), ("notes.txt", 2)]
-    assert "limit" in detail[0]["reason"] and detail[1]["reason"].startswith("unsupported type")
+    errors = response.json()["errors"]
+    assert [(d["file"], d["index"], d["code"]) for d in errors] == [("big.png", 1, "too_large"),
+                                                                    ("notes.txt", 2, "unsupported_type")]
+    assert "limit" in errors[0]["reason"] and errors[1]["reason"].startswith("unsupported type")
     assert_nothing_accepted(settings, s3)
 
 
@@ -245,6 +255,7 @@ def test_too_many_files_is_413(make_settings, settings: Settings, s3: Minio) -> 
                                files=multipart([(f"p{i}.png", render(i)) for i in range(3)]))
 
     assert response.status_code == 413
+    assert response.json()["code"] == "too_many_files"
     assert "at most 2" in response.json()["detail"]
     assert_nothing_accepted(settings, s3)
 
@@ -257,9 +268,10 @@ def test_bad_fields_are_422(make_settings, settings: Settings, s3: Minio) -> Non
                                     data={"languages": "kor;rm -rf"})
 
     assert too_big_chunks.status_code == 422
-    assert too_big_chunks.json()["detail"][0]["loc"] == ["body", "chunk_size"]
+    assert too_big_chunks.json()["errors"][0]["loc"] == ["body", "chunk_size"]
     assert bad_languages.status_code == 422
-    assert bad_languages.json()["detail"][0]["loc"] == ["body", "languages"]
+    assert bad_languages.json()["errors"][0]["loc"] == ["body", "languages"]
+    assert {too_big_chunks.json()["code"], bad_languages.json()["code"]} == {"invalid_request"}
     assert_nothing_accepted(settings, s3)
 
 
@@ -278,6 +290,7 @@ def test_kafka_unreachable_is_503_and_nothing_is_left_stored(make_settings, sett
             ready = client.get("/readyz")
 
     assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
     assert response.json()["detail"].startswith("nothing was accepted")
     assert "retry" in response.json()["detail"]
     assert elapsed < 10, f"503 took {elapsed:.1f} s"

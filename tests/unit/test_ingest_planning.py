@@ -6,10 +6,11 @@ from PIL import Image
 
 from schemas.batch_events import BatchOptions
 from schemas.chunks import StoredFile
+from schemas.results import FailureReason
 from services.ingest.planning import (
     initial_progress,
     SNIFF_BYTES,
-    FileProblem,
+
     FileRejected,
     accepted_content_type,
     plan_batch,
@@ -79,17 +80,17 @@ def test_accepted_content_type_of_a_good_file() -> None:
 @pytest.mark.parametrize(
     "size, head, problem",
     [
-        (0, b"", FileProblem.EMPTY),
-        (101, SIGNATURES["png"][0], FileProblem.TOO_LARGE),
-        (10, b"plain text", FileProblem.UNSUPPORTED_TYPE),
+        (0, b"", FailureReason.EMPTY),
+        (101, SIGNATURES["png"][0], FailureReason.TOO_LARGE),
+        (10, b"plain text", FailureReason.UNSUPPORTED_TYPE),
     ],
 )
-def test_rejected_files_say_why(size: int, head: bytes, problem: FileProblem) -> None:
+def test_rejected_files_say_why(size: int, head: bytes, problem: FailureReason) -> None:
     with pytest.raises(FileRejected) as caught:
         accepted_content_type(size, head, max_bytes=100)
     assert caught.value.problem is problem
     assert str(caught.value)
-    if problem is FileProblem.UNSUPPORTED_TYPE:
+    if problem is FailureReason.UNSUPPORTED_TYPE:
         assert "send PNG, JPEG, TIFF, GIF, BMP, WEBP or PDF" in str(caught.value)
 
 
@@ -142,3 +143,65 @@ def test_initial_progress_is_a_pending_version_zero_snapshot():
     progress = initial_progress(created, len(chunks))
     assert (progress.status, progress.version, progress.total_files, progress.total_chunks) == ("pending", 0, 23, 3)
     assert progress.processed_files == 0 and progress.updated_at == created.created_at
+
+
+# ---- issue 16: names, languages, S3 locations and events, retries -------------------------------------------------
+
+def test_a_file_name_over_255_characters_is_refused() -> None:
+    with pytest.raises(FileRejected) as refused:
+        accepted_content_type(10, SIGNATURES["png"][0], max_bytes=100, name="n" * 256)
+    assert refused.value.problem is FailureReason.NAME_TOO_LONG
+    assert accepted_content_type(10, SIGNATURES["png"][0], max_bytes=100, name="n" * 255) == "image/png"
+
+
+def test_languages_must_be_installed_models() -> None:
+    from services.ingest.planning import languages_problem
+
+    assert languages_problem("kor+eng", ["eng", "kor"]) is None
+    assert "osd" in languages_problem("osd", ["eng", "kor"])
+    assert "fra" in languages_problem("eng+fra", ["eng", "kor"])
+
+
+def test_a_tenant_reads_only_its_locations() -> None:
+    from services.ingest.planning import location_allowed
+
+    allowed = ["scans/acme/", "inbox"]
+    assert location_allowed(allowed, "scans", "acme/1.png") and location_allowed(allowed, "inbox", "x/y.png")
+    assert not location_allowed(allowed, "scans", "other/1.png")
+    assert not location_allowed(allowed, "inbox-2", "x.png")  # a bucket name is not a prefix of another
+    assert not location_allowed(allowed, "scans", "acme/../other/1.png")
+    assert not location_allowed([], "scans", "acme/1.png")
+
+
+def test_s3_event_records_aws_and_minio() -> None:
+    from services.ingest.planning import s3_event_objects
+
+    body = {"Records": [
+        {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"},
+                                                  "object": {"key": "a/scan+one%21.png", "size": 5, "eTag": "e1"}}},
+        {"eventName": "s3:ObjectCreated:CompleteMultipartUpload",
+         "s3": {"bucket": {"name": "b"}, "object": {"key": "a/2.pdf", "sequencer": "17A"}}},
+        {"eventName": "s3:ObjectRemoved:Delete", "s3": {"bucket": {"name": "b"}, "object": {"key": "a/3.png"}}},
+    ]}
+    assert s3_event_objects(body) == ([("b", "a/scan one!.png", "e1", 5), ("b", "a/2.pdf", "17A", None)], 1)
+    with pytest.raises(ValueError):
+        s3_event_objects({"Records": "no"})
+
+
+def test_a_retry_plans_chunks_of_its_own_attempt() -> None:
+    from services.ingest.planning import plan_retry
+
+    files = [StoredFile(file_id=f"f{i}", bucket="b", key=f"k{i}", sha256="0" * 64, size=1, content_type="image/png",
+                        original_name=f"{i}.png") for i in range(3)]
+    chunks = plan_retry("batch", "t", BatchOptions(), files, 2, attempt=3)
+    assert [(c.chunk_id, c.attempt, len(c.files)) for c in chunks] == [("batch.r3.00000", 3, 2), ("batch.r3.00001", 3, 1)]
+
+
+def test_rejected_and_duplicate_files_count_in_the_total_without_chunks() -> None:
+    from schemas.batch_events import DuplicateFile, RejectedFile
+
+    rejected = [RejectedFile(file_id="r", original_name="e.png", size=0, error_code=FailureReason.EMPTY, error="empty")]
+    duplicate = [DuplicateFile(file_id="d", original_name="d.png", size=1, sha256="1" * 64, content_type="image/png",
+                               duplicate_of="earlier")]
+    created, chunks = plan_batch("batch", "t", "", [], 10, BatchOptions(), rejected=rejected, duplicates=duplicate)
+    assert (created.total_files, chunks, created.chunks) == (2, [], [])

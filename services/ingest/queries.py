@@ -1,0 +1,122 @@
+"""Ingest's SQL: reads of the persister's tables (batches, files) and ingest's own (idempotency_keys,
+batch_retries, s3_event_objects; schemas/db/006_batch_lifecycle.sql)."""
+from collections.abc import Iterable
+from datetime import datetime
+
+from psycopg import Connection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from schemas.batch_events import BatchOptions
+
+
+def lock(conn: Connection, *parts: str) -> None:
+    """A transaction-scoped advisory lock on the joined parts: serializes requests on one key or batch."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("\x1f".join(parts),))
+
+
+# --- batches and files -------------------------------------------------------------------------------------
+def find_batch(conn: Connection, tenant: str, batch_id: str) -> dict | None:
+    """The tenant's batch; None for another tenant's or an unknown one (the same 404 for both)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT batch_id, status, total_files, options, finished_at, cancel_requested_at"
+                           " FROM batches WHERE batch_id = %s AND tenant = %s", (batch_id, tenant)).fetchone()
+
+
+def earlier_results(conn: Connection, tenant: str, sha256s: Iterable[str], options: BatchOptions) -> dict[str, str]:
+    """sha256 → the file_id of an ok result of the tenant's, read with the same options (not itself a copy)."""
+    rows = conn.execute(
+        """SELECT DISTINCT ON (f.sha256) f.sha256, f.file_id FROM files f JOIN batches b USING (batch_id)
+           WHERE f.tenant = %s AND f.sha256 = ANY(%s) AND f.status = 'ok' AND f.duplicate_of IS NULL
+             AND b.options = %s ORDER BY f.sha256, f.persisted_at""",
+        (tenant, list(sha256s), Jsonb(options.model_dump())),
+    )
+    return dict(rows.fetchall())
+
+
+def retryable_files(conn: Connection, batch_id: str, ingest_engine: str) -> set[str]:
+    """Failed files a worker read (not refused at ingest), not already waiting for a retry."""
+    rows = conn.execute("SELECT file_id FROM files WHERE batch_id = %s AND status = 'failed' AND engine <> %s"
+                        " AND retry_attempt IS NULL", (batch_id, ingest_engine))
+    return {file_id for (file_id,) in rows}
+
+
+def retry_pending(conn: Connection, batch_id: str, finished_at: datetime | None) -> bool:
+    """A retry asked for after the batch last finished: the persister has not seen its results yet."""
+    return conn.execute("SELECT 1 FROM batch_retries WHERE batch_id = %s AND (%s::timestamptz IS NULL OR"
+                        " requested_at > %s)", (batch_id, finished_at, finished_at)).fetchone() is not None
+
+
+def add_retry(conn: Connection, batch_id: str, file_ids: list[str]) -> int:
+    """Record a retry under a fresh attempt number: above every attempt of the batch's files and earlier retries."""
+    return conn.execute(
+        """INSERT INTO batch_retries (batch_id, attempt, file_ids)
+           SELECT %(b)s, greatest((SELECT max(attempt) FROM files WHERE batch_id = %(b)s),
+                                  (SELECT max(attempt) FROM batch_retries WHERE batch_id = %(b)s), 1) + 1, %(ids)s
+           RETURNING attempt""", {"b": batch_id, "ids": file_ids}).fetchone()[0]
+
+
+# --- Idempotency-Key ---------------------------------------------------------------------------------------
+def stored_answer(conn: Connection, tenant: str, key: str, ttl_s: float) -> tuple[str, dict] | None:
+    """(request sha256, first answer) of a key still within its time to live."""
+    return conn.execute("SELECT request_sha256, response FROM idempotency_keys WHERE tenant = %s AND"
+                        " idempotency_key = %s AND created_at > now() - make_interval(secs => %s)",
+                        (tenant, key, ttl_s)).fetchone()
+
+
+def store_answer(conn: Connection, tenant: str, key: str, request_sha256: str, response: dict) -> None:
+    conn.execute("""INSERT INTO idempotency_keys (tenant, idempotency_key, request_sha256, response)
+                    VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, idempotency_key) DO UPDATE
+                    SET request_sha256 = excluded.request_sha256, response = excluded.response, created_at = now()""",
+                 (tenant, key, request_sha256, Jsonb(response)))
+
+
+# --- S3 event notifications --------------------------------------------------------------------------------
+def add_event_objects(conn: Connection, tenant: str, objects: list[tuple[str, str, str, int | None]]) -> int:
+    """(bucket, key, version, size) rows; how many were new (a repeated notification conflicts)."""
+    if not objects:
+        return 0
+    return conn.execute(
+        """INSERT INTO s3_event_objects (tenant, bucket, object_key, version, size_bytes)
+           SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]) ON CONFLICT DO NOTHING""",
+        (tenant, *map(list, zip(*objects))),
+    ).rowcount
+
+
+def group_due_objects(conn: Connection, window_s: float, batch_id_for, limit: int) -> list[tuple[str, str]]:
+    """Give every tenant whose oldest waiting object is older than the window a new batch id over (up to limit
+    of) its waiting objects; the (tenant, batch_id) pairs grouped."""
+    tenants = [t for (t,) in conn.execute(
+        "SELECT tenant FROM s3_event_objects WHERE batch_id IS NULL GROUP BY tenant"
+        " HAVING min(received_at) <= now() - make_interval(secs => %s)", (window_s,))]
+    grouped = []
+    for tenant in tenants:
+        batch_id = batch_id_for()
+        conn.execute(
+            """UPDATE s3_event_objects SET batch_id = %(b)s, grouped_at = now()
+               WHERE (tenant, bucket, object_key, version) IN (
+                 SELECT tenant, bucket, object_key, version FROM s3_event_objects
+                 WHERE tenant = %(t)s AND batch_id IS NULL ORDER BY received_at LIMIT %(n)s
+                 FOR UPDATE SKIP LOCKED)""", {"b": batch_id, "t": tenant, "n": limit})
+        grouped.append((tenant, batch_id))
+    return grouped
+
+
+def unannounced_groups(conn: Connection) -> list[tuple[str, str]]:
+    """(tenant, batch_id) grouped but not announced: just grouped, or left so by a crash."""
+    return conn.execute("SELECT DISTINCT tenant, batch_id FROM s3_event_objects WHERE batch_id IS NOT NULL AND"
+                        " announced_at IS NULL").fetchall()
+
+
+def group_objects(conn: Connection, batch_id: str) -> list[tuple[str, str, str, int | None]]:
+    return conn.execute("SELECT bucket, object_key, version, size_bytes FROM s3_event_objects WHERE batch_id = %s"
+                        " ORDER BY received_at, bucket, object_key", (batch_id,)).fetchall()
+
+
+def mark_group_announced(conn: Connection, batch_id: str) -> None:
+    conn.execute("UPDATE s3_event_objects SET announced_at = now() WHERE batch_id = %s", (batch_id,))
+
+
+def group_announced(conn: Connection, batch_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM s3_event_objects WHERE batch_id = %s AND announced_at IS NOT NULL LIMIT 1",
+                        (batch_id,)).fetchone() is not None
