@@ -63,8 +63,9 @@ def batches(conn: Connection, tenant: str, *, limit: int, cursor: BatchCursor | 
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             """
-            SELECT batch_id, tenant, name, status, total_files, total_chunks, succeeded, failed, skipped,
-                   created_at, started_at, updated_at, finished_at, version
+            SELECT batch_id, tenant, name, status, total_files, total_chunks, succeeded, failed, skipped, cancelled,
+                   cancel_requested_at IS NOT NULL AS cancel_requested, created_at, started_at, updated_at,
+                   finished_at, version
             FROM batches
             WHERE tenant = %(tenant)s AND created_at IS NOT NULL
               AND (%(status)s::text IS NULL OR status = %(status)s::text)

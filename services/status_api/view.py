@@ -60,6 +60,7 @@ def batch_public(progress: BatchProgress, now: datetime) -> BatchPublic:
         succeeded=progress.succeeded,
         failed=progress.failed,
         skipped=progress.skipped,
+        cancelled=progress.cancelled,
         percent=percent,
         created_at=progress.created_at,
         started_at=progress.started_at,
