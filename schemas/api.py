@@ -13,6 +13,7 @@ MAX_NAME_CHARS = 200
 MAX_ID_CHARS = 64
 MAX_S3_KEY_CHARS = 1024  # S3's own limit on a key
 MAX_BUCKET_CHARS = 63
+MAX_URL_CHARS = 2048
 
 
 def _without_nul(value: str) -> str:
@@ -84,7 +85,7 @@ class BatchOptionsFields(BaseModel):
     dedupe: bool = Field(True, description="Link files already OCRed with the same options (same sha256) to that "
                          "result instead of reading them again")
     strict: bool = Field(False, description="Refuse the whole batch (422/415) if any file cannot be accepted")
-    webhook_url: BoundedText(2048) | None = Field(None, description="http(s) URL the batch's terminal status is "
+    webhook_url: BoundedText(MAX_URL_CHARS) | None = Field(None, description="http(s) URL the batch's terminal status is "
                                                   "POSTed to, signed (Standard Webhooks headers)")
 
     @field_validator("webhook_url")
