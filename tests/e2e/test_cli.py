@@ -91,7 +91,7 @@ def test_cli_follows_a_batch_with_a_live_bar_and_reports_its_failed_file(isolate
             (listed.returncode, listed.stderr)
 
         unknown = _cli(cli_env, "status", "0" * 32)
-        assert unknown.returncode == 2 and "not found" in unknown.stderr and "Traceback" not in unknown.stderr
+        assert unknown.returncode == 2 and "not found" in " ".join(unknown.stderr.split()) and "Traceback" not in unknown.stderr
 
         async def read_async() -> tuple[dict, list[dict]]:
             async with AsyncClient(ingest_url=services["ingest"].probe_url, api_key="dev-key",

@@ -16,6 +16,13 @@ from services.status_api.settings import StatusSettings
 
 pytestmark = pytest.mark.integration
 
+
+def problem(response) -> tuple[str, str]:
+    """(detail, code) of an RFC 9457 problem answer."""
+    body = response.json()
+    assert response.headers["content-type"] == "application/problem+json" and body["status"] == response.status_code
+    return body["detail"], body["code"]
+
 ACME, GLOBEX = {"Authorization": "Bearer key-acme"}, {"Authorization": "Bearer key-globex"}
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -94,7 +101,7 @@ def test_batches_are_listed_newest_first_by_cursor_within_the_tenant(settings, c
     for bad in ({"status": "done"}, {"limit": 0}, {"limit": 1001}):
         assert client.get("/v1/batches", headers=ACME, params=bad).status_code == 422, bad
     unauthorized = client.get("/v1/batches", headers={"Authorization": "Bearer nope"})
-    assert unauthorized.status_code == 401 and unauthorized.json() == {"detail": "unknown API key", "code": "unauthorized"}
+    assert unauthorized.status_code == 401 and problem(unauthorized) == ("unknown API key", "unauthorized")
 
 
 def test_the_file_listing_filters_by_status_and_name_and_pages_by_cursor(settings, client):
@@ -123,7 +130,7 @@ def test_the_file_listing_filters_by_status_and_name_and_pages_by_cursor(setting
     assert literal == []  # _ is a character, not a LIKE wildcard
 
     missing = client.get("/v1/batches/bg/files", headers=ACME)
-    assert missing.status_code == 404 and missing.json() == {"detail": "batch bg not found", "code": "batch_not_found"}
+    assert missing.status_code == 404 and problem(missing) == ("batch bg not found", "batch_not_found")
     assert client.get("/v1/batches/ba/files", headers=ACME, params={"status": "done"}).status_code == 422
 
 
