@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.errors import DeliveryFailed
+from common.runtime import Readiness
 from common.settings import Settings
 from schemas.dlq import DlqHeader, DlqRecord
 from schemas.base import Message as MessageModel
@@ -149,6 +150,33 @@ def classify_kafka_error(exc: KafkaException) -> KafkaErrorKind:
         return KafkaErrorKind.RETRIABLE
     # Non-retriable, non-fatal errors inside a transaction leave it in doubt: aborting is always safe.
     return KafkaErrorKind.ABORT
+
+
+class BrokerWatch:
+    """Readiness of a consumer's loop: the broker is away from "all brokers down" until a record arrives or,
+    while idle, a metadata request answers (tried every `check_every_s`)."""
+
+    def __init__(self, readiness: Readiness, consumer: Consumer, topic: str, check_every_s: float = 2.0) -> None:
+        self._readiness = readiness
+        self._consumer = consumer
+        self._topic = topic
+        self._check_every_s = check_every_s
+        self._checked_at = 0.0
+
+    def saw(self, msg: Message | None) -> None:
+        """Call with each polled message, and with None after an empty poll."""
+        if msg is None:
+            if "broker" in self._readiness.waiting and time.monotonic() - self._checked_at >= self._check_every_s:
+                self._checked_at = time.monotonic()
+                try:
+                    self._consumer.list_topics(self._topic, timeout=1)
+                except KafkaException:
+                    return
+                self._readiness.available("broker")
+        elif msg.error() is None:
+            self._readiness.available("broker")
+        elif msg.error().code() == KafkaError._ALL_BROKERS_DOWN:
+            self._readiness.wait_for("broker", error=msg.error().str())
 
 
 class PartitionEofTracker:

@@ -20,9 +20,10 @@ from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from common.errors import DeliveryFailed, FatalError
-from common.kafka import dlq_record, message_record, produce_and_flush
+from common.kafka import BrokerWatch, dlq_record, message_record, produce_and_flush
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   record_consumer_lag)
+from common.runtime import Readiness
 from schemas.base import INT32_MAX, PageRange
 from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
 from schemas.results import FailureReason, FileResult, FileStatus
@@ -50,7 +51,12 @@ class Persister:
         self._producer = producer
         self._pool = pool
         self._topics = {settings.topic_batch_events: Topic.BATCH_EVENTS, settings.topic_ocr_results: Topic.OCR_RESULTS}
-        self.ready = False
+        self.readiness = Readiness()  # not while Postgres or the broker is away
+        self._broker = BrokerWatch(self.readiness, consumer, settings.topic_ocr_results)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.readiness)
 
     def run(self, stop: Event) -> None:
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -61,6 +67,7 @@ class Persister:
         while not stop.is_set():
             messages = self._consumer.consume(self._settings.max_messages_per_transaction, self._settings.poll_timeout_s)
             if not messages:
+                self._broker.saw(None)
                 if time.monotonic() - published_at > 5.0:  # what a broker outage held back, even when idle
                     self.publish_pending()
                     published_at = time.monotonic()
@@ -69,6 +76,7 @@ class Persister:
             try:
                 resume_at = self._persist(work)
             except psycopg.OperationalError as exc:  # Postgres away: rewind, wait, retry; nothing is lost
+                self.readiness.wait_for("database", error=str(exc))
                 log.warning("persisting failed, will retry", extra={"error": str(exc), "backoff_s": backoff})
                 self._rewind(work.first_offsets)
                 stop.wait(backoff)
@@ -78,6 +86,7 @@ class Persister:
                 self._rewind(work.first_offsets | resume_at)
                 continue
             backoff = self._settings.db_retry_backoff_s
+            self.readiness.available("database")
             self.publish_pending()
             published_at = time.monotonic()
             record_consumer_lag(self._consumer, self._settings.persister_group, cached=True,
@@ -86,6 +95,7 @@ class Persister:
     def _sort(self, messages: list[Message]) -> PolledWork:
         work = PolledWork()
         for msg in messages:
+            self._broker.saw(msg)
             if msg.error():
                 if msg.error().fatal():
                     raise FatalError(msg.error().str())
@@ -182,7 +192,10 @@ class Persister:
         try:
             self._publish_dead_letters()
             self._publish_unpublished_snapshots()
+            self.readiness.available("database")
         except (psycopg.OperationalError, DeliveryFailed) as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                self.readiness.wait_for("database", error=str(exc))
             log.warning("dead letters or progress not published yet, will retry", extra={"error": str(exc)})
 
     def _publish_dead_letters(self) -> None:
@@ -226,7 +239,7 @@ class Persister:
         for p in partitions:
             p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)
-        self.ready = True  # a member of the group now, reading from where Postgres says
+        self.readiness.available("start")  # a member of the group now, reading from where Postgres says
         log.info("partitions assigned", extra={"positions": {f"{p.topic}[{p.partition}]": p.offset for p in partitions}})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
