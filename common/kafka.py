@@ -1,6 +1,7 @@
 """Kafka client builders, topic bootstrap, delivery checks, EOF tracking and DLQ records."""
 import base64
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -152,31 +153,22 @@ def classify_kafka_error(exc: KafkaException) -> KafkaErrorKind:
     return KafkaErrorKind.ABORT
 
 
-class BrokerWatch:
-    """Readiness of a consumer's loop: the broker is away from "all brokers down" until a record arrives or,
-    while idle, a metadata request answers (tried every `check_every_s`)."""
+def watch_broker(readiness: Readiness, settings: Settings, stop: threading.Event, every_s: float = 2.0) -> None:
+    """Keep readiness's "broker" current: a metadata request every `every_s`, from a thread and a client of its
+    own, since the loop may be blocked in a flush, a transaction or an OCR when the broker goes away (and the
+    client's "all brokers down" never reaches poll()). The thread ends with `stop`."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _LIBRDKAFKA_LOG,
+                         **settings.kafka_config})
 
-    def __init__(self, readiness: Readiness, consumer: Consumer, topic: str, check_every_s: float = 2.0) -> None:
-        self._readiness = readiness
-        self._consumer = consumer
-        self._topic = topic
-        self._check_every_s = check_every_s
-        self._checked_at = 0.0
+    def watch() -> None:
+        while not stop.wait(every_s):
+            try:
+                admin.list_topics(timeout=every_s)
+                readiness.available("broker")
+            except KafkaException as exc:
+                readiness.wait_for("broker", error=str(exc))
 
-    def saw(self, msg: Message | None) -> None:
-        """Call with each polled message, and with None after an empty poll."""
-        if msg is None:
-            if "broker" in self._readiness.waiting and time.monotonic() - self._checked_at >= self._check_every_s:
-                self._checked_at = time.monotonic()
-                try:
-                    self._consumer.list_topics(self._topic, timeout=1)
-                except KafkaException:
-                    return
-                self._readiness.available("broker")
-        elif msg.error() is None:
-            self._readiness.available("broker")
-        elif msg.error().code() == KafkaError._ALL_BROKERS_DOWN:
-            self._readiness.wait_for("broker", error=msg.error().str())
+    threading.Thread(target=watch, name="broker-watch", daemon=True).start()
 
 
 class PartitionEofTracker:

@@ -21,7 +21,7 @@ from minio.error import S3Error
 from prometheus_client import Counter, Histogram
 
 from common.errors import FatalError, FileFailed
-from common.kafka import BrokerWatch, KafkaErrorKind, Record, classify_kafka_error, dlq_record, message_record
+from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_record, message_record, watch_broker
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   forget_consumer_lag, record_consumer_lag)
 from common.runtime import Readiness
@@ -179,7 +179,6 @@ class OcrWorker:
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
         self.readiness = Readiness()  # not while the broker is away or no producer can commit
-        self._broker = BrokerWatch(self.readiness, consumer, settings.topic_ocr_chunks)
 
     @property
     def ready(self) -> bool:
@@ -188,13 +187,13 @@ class OcrWorker:
     def run(self, stop: Event) -> None:
         """The loop. Each chunk: pause, OCR (polling on), one transaction of results + consumed offset, resume."""
         self._stop = stop
+        watch_broker(self.readiness, self._settings, stop)
         self._producer = self._start_producer()
         self._consumer.subscribe([self._settings.topic_ocr_chunks],
                                  on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         while not stop.is_set():
             self._report_lag()
             msg = self._consumer.poll(0.5)
-            self._broker.saw(msg)
             if msg is None:
                 continue
             if msg.error():

@@ -19,8 +19,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
+from common.db import watch_database
 from common.errors import DeliveryFailed, FatalError
-from common.kafka import BrokerWatch, dlq_record, message_record, produce_and_flush
+from common.kafka import dlq_record, message_record, produce_and_flush, watch_broker
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   record_consumer_lag)
 from common.runtime import Readiness
@@ -52,13 +53,14 @@ class Persister:
         self._pool = pool
         self._topics = {settings.topic_batch_events: Topic.BATCH_EVENTS, settings.topic_ocr_results: Topic.OCR_RESULTS}
         self.readiness = Readiness()  # not while Postgres or the broker is away
-        self._broker = BrokerWatch(self.readiness, consumer, settings.topic_ocr_results)
 
     @property
     def ready(self) -> bool:
         return bool(self.readiness)
 
     def run(self, stop: Event) -> None:
+        watch_broker(self.readiness, self._settings, stop)
+        watch_database(self.readiness, self._pool, stop)
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         self.publish_pending()  # dead letters and snapshots committed before a crash but never sent
@@ -67,7 +69,6 @@ class Persister:
         while not stop.is_set():
             messages = self._consumer.consume(self._settings.max_messages_per_transaction, self._settings.poll_timeout_s)
             if not messages:
-                self._broker.saw(None)
                 if time.monotonic() - published_at > 5.0:  # what a broker outage held back, even when idle
                     self.publish_pending()
                     published_at = time.monotonic()
@@ -76,7 +77,6 @@ class Persister:
             try:
                 resume_at = self._persist(work)
             except psycopg.OperationalError as exc:  # Postgres away: rewind, wait, retry; nothing is lost
-                self.readiness.wait_for("database", error=str(exc))
                 log.warning("persisting failed, will retry", extra={"error": str(exc), "backoff_s": backoff})
                 self._rewind(work.first_offsets)
                 stop.wait(backoff)
@@ -86,7 +86,6 @@ class Persister:
                 self._rewind(work.first_offsets | resume_at)
                 continue
             backoff = self._settings.db_retry_backoff_s
-            self.readiness.available("database")
             self.publish_pending()
             published_at = time.monotonic()
             record_consumer_lag(self._consumer, self._settings.persister_group, cached=True,
@@ -95,7 +94,6 @@ class Persister:
     def _sort(self, messages: list[Message]) -> PolledWork:
         work = PolledWork()
         for msg in messages:
-            self._broker.saw(msg)
             if msg.error():
                 if msg.error().fatal():
                     raise FatalError(msg.error().str())
@@ -192,10 +190,7 @@ class Persister:
         try:
             self._publish_dead_letters()
             self._publish_unpublished_snapshots()
-            self.readiness.available("database")
         except (psycopg.OperationalError, DeliveryFailed) as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                self.readiness.wait_for("database", error=str(exc))
             log.warning("dead letters or progress not published yet, will retry", extra={"error": str(exc)})
 
     def _publish_dead_letters(self) -> None:
