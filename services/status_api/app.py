@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import JSONResponse
 from psycopg import Connection, OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -124,6 +124,11 @@ _NOT_FOUND = {404: {"model": ProblemDetail, "description": "no such batch for th
 _UNAVAILABLE = {503: {"model": ProblemDetail, "description": "still loading, or the database is unavailable"}}
 
 
+# Postgres text cannot hold NUL: a parameter that reaches SQL refuses it with a 422 naming the parameter.
+NO_NUL = r"^[^\x00]*$"
+BatchIdInSql = Annotated[str, Path(pattern=NO_NUL)]
+
+
 def _batch_not_found(batch_id: str) -> HTTPException:
     # The same answer for "unknown" and "another tenant's": never reveal that another tenant's batch exists.
     return HTTPException(status.HTTP_404_NOT_FOUND, f"batch {batch_id} not found")
@@ -186,7 +191,7 @@ async def batch_events(
 
 @router.get("/batches/{batch_id}/webhook-deliveries", response_model=WebhookDeliveriesPublic,
             responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
-def get_webhook_deliveries(batch_id: str, tenant: TenantDep, conn: ConnectionDep, request: Request
+def get_webhook_deliveries(batch_id: BatchIdInSql, tenant: TenantDep, conn: ConnectionDep, request: Request
                            ) -> WebhookDeliveriesPublic:
     """Every notification owed for the batch, with each attempt's answer; empty while none is due."""
     deliveries = queries.webhook_deliveries(conn, tenant, batch_id)
@@ -199,11 +204,11 @@ def get_webhook_deliveries(batch_id: str, tenant: TenantDep, conn: ConnectionDep
             responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
 def get_batch_results(
     request: Request,
-    batch_id: str,
+    batch_id: BatchIdInSql,
     tenant: TenantDep,
     conn: ConnectionDep,
     settings: SettingsDep,
-    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL, description="next_cursor of the previous page")] = None,
     limit: Annotated[int | None, Query(ge=1, le=RESULTS_PAGE_SIZE_MAX, description="files per page")] = None,
     include_words: Annotated[bool, Query(description="include every word with its box and confidence")] = False,
 ) -> FileResultsPublic:
@@ -223,10 +228,11 @@ def search(
     conn: ConnectionDep,
     embedder: EmbedderDep,
     settings: SettingsDep,
-    q: Annotated[str, Query(min_length=1, max_length=500, pattern=r"\S", description="what to look for")],
+    q: Annotated[str, Query(min_length=1, max_length=500, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$",
+                            description="what to look for")],
     k: Annotated[int, Query(ge=1, le=100, description="how many pages to return")] = 10,
-    batch_id: Annotated[str | None, Query(max_length=100, description="only this batch's pages")] = None,
-    file_id: Annotated[str | None, Query(max_length=100, description="only this file's pages")] = None,
+    batch_id: Annotated[str | None, Query(max_length=100, pattern=NO_NUL, description="only this batch's pages")] = None,
+    file_id: Annotated[str | None, Query(max_length=100, pattern=NO_NUL, description="only this file's pages")] = None,
     lang: Annotated[str | None, Query(pattern=r"^[a-z_]{3,8}$", description=(
         "only pages of batches OCRed with this Tesseract language, e.g. kor or eng"))] = None,
 ) -> SearchResults:
