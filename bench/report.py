@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--only", nargs="*", choices=BENCHMARKS, default=list(BENCHMARKS))
     args = parser.parse_args(argv)
-    for stale in (BENCH_DIR / "results.json", BENCH_DIR / "RESULTS.md"):
-        stale.unlink(missing_ok=True)
+    if set(args.only) == set(BENCHMARKS):  # a partial run keeps the other benchmarks' sections
+        for stale in (BENCH_DIR / "results.json", BENCH_DIR / "RESULTS.md"):
+            stale.unlink(missing_ok=True)
     host = machine()
     merge_results("machine", host, ["## Machine", "", *(f"- {key}: {value}" for key, value in host.items())])
     failed = []

@@ -73,7 +73,7 @@ class StackSettings(BaseSettings):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
-    kafka_brokers: int | None = Field(None, ge=1)  # None: as many as the last `up` ran, else 1
+    kafka_brokers: int = Field(0, ge=0)  # 0: as many as the last `up` ran, else 1
     s3_port: int = 19000
     juicefs_metrics_port: int = 19567
     s3_access_key: str = "ocrstream"
@@ -254,7 +254,7 @@ class KafkaNode:
 
 def broker_count(s: StackSettings) -> int:
     """The settings' count, else the one the last `up` recorded, else 1."""
-    if s.kafka_brokers is not None:
+    if s.kafka_brokers:
         return s.kafka_brokers
     try:
         return int((s.dir / "kafka-brokers").read_text())
@@ -717,9 +717,9 @@ def _start(s: StackSettings) -> list[str]:
 
 def _record_broker_count(s: StackSettings) -> None:
     """Remember an explicit broker count for the commands after; refuse to change it under running brokers."""
-    if s.kafka_brokers is None:
+    if not s.kafka_brokers:
         return
-    recorded = s.model_copy(update={"kafka_brokers": None})
+    recorded = s.model_copy(update={"kafka_brokers": 0})
     running = [node.name for node in kafka_nodes(recorded) if _running(s, node.name)]
     if running and broker_count(recorded) != s.kafka_brokers:
         raise StackError(f"kafka: runs with {broker_count(recorded)} broker(s) ({', '.join(running)}); "

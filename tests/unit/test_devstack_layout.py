@@ -8,12 +8,12 @@ from deploy.devstack import StackError, StackSettings, component_names, kafka_no
 pytestmark = pytest.mark.unit
 
 
-def settings(tmp_path: Path, brokers: int | None) -> StackSettings:
+def settings(tmp_path: Path, brokers: int) -> StackSettings:
     return StackSettings(dir=tmp_path, kafka_port=30092, kafka_controller_port=30093, kafka_brokers=brokers)
 
 
 def test_one_broker_by_default_with_replication_one(tmp_path):
-    s = settings(tmp_path, None)
+    s = settings(tmp_path, 0)
     assert [(n.name, n.port, n.controller_port) for n in kafka_nodes(s)] == [("kafka", 30092, 30093)]
     assert replication(s) == (1, 1)
     assert stack_endpoints(s)["OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:30092"
@@ -31,7 +31,7 @@ def test_three_brokers_replicate_three_times_with_min_isr_two_and_list_every_nod
 
 def test_the_commands_after_up_follow_the_recorded_broker_count(tmp_path):
     (tmp_path / "kafka-brokers").write_text("3\n")
-    assert len(kafka_nodes(settings(tmp_path, None))) == 3
+    assert len(kafka_nodes(settings(tmp_path, 0))) == 3
     assert len(kafka_nodes(settings(tmp_path, 1))) == 1  # an explicit count wins
 
 
