@@ -22,15 +22,11 @@ stop:  ## stop the demo's services and the dev stack
 test: venv kafka-jars  ## the test suite on the real stack (started and stopped by the test session if not running)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-chaos: venv kafka-jars  ## the SIGKILL tests at full size
+chaos: venv kafka-jars  ## the fault tests at full size: SIGKILLs, Kafka/Postgres/S3 outages of 30 s, a broker of 3 killed
 	OCRSTREAM_CHAOS_SCALE=full $(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
-bench: venv kafka-jars  ## the pipeline on a larger batch against the limit measured in the same run; OCR quality; poison hold; console page
-	$(PY) -m bench.pipeline
-	$(PY) -m bench.quality
-	$(PY) -m bench.poison
-	$(PY) -m bench.sse_idle
-	$(PY) -m bench.console
+bench: venv kafka-jars  ## every benchmark (pipeline, quality, poison, sse_idle, console, large_batch); regenerates bench/RESULTS.md
+	$(PY) -m bench.report
 
 bench-quality: venv  ## OCR quality per category (CER, word-box IoU) against issue 17's floors
 	$(PY) -m bench.quality

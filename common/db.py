@@ -1,5 +1,6 @@
 """PostgreSQL: the connection pool (search_path = our schema, then public for pgvector) and migrations."""
 import logging
+import threading
 from importlib import resources
 
 import psycopg
@@ -7,6 +8,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from common.runtime import Readiness
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,3 +65,19 @@ def build_pool(settings: Settings, *, name: str, min_size: int = 1, max_size: in
     )
     pool.open(wait=False)
     return pool
+
+
+def watch_database(readiness: Readiness, pool: ConnectionPool, stop: threading.Event, every_s: float = 2.0) -> None:
+    """Keep readiness's "database" current: SELECT 1 on a pooled connection every `every_s`, from a thread of
+    its own (the loop may be waiting out a pool timeout of its own meanwhile). The thread ends with `stop`."""
+
+    def watch() -> None:
+        while not stop.wait(every_s):
+            try:
+                with pool.connection(timeout=every_s) as conn:
+                    conn.execute("SELECT 1")
+                readiness.available("database")
+            except psycopg.OperationalError as exc:  # PoolTimeout is one
+                readiness.wait_for("database", error=str(exc))
+
+    threading.Thread(target=watch, name="database-watch", daemon=True).start()

@@ -1,6 +1,7 @@
 """Kafka client builders, topic bootstrap, delivery checks, EOF tracking and DLQ records."""
 import base64
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.errors import DeliveryFailed
+from common.runtime import Readiness
 from common.settings import Settings
 from schemas.dlq import DlqHeader, DlqRecord
 from schemas.base import Message as MessageModel
@@ -149,6 +151,24 @@ def classify_kafka_error(exc: KafkaException) -> KafkaErrorKind:
         return KafkaErrorKind.RETRIABLE
     # Non-retriable, non-fatal errors inside a transaction leave it in doubt: aborting is always safe.
     return KafkaErrorKind.ABORT
+
+
+def watch_broker(readiness: Readiness, settings: Settings, stop: threading.Event, every_s: float = 2.0) -> None:
+    """Keep readiness's "broker" current: a metadata request every `every_s`, from a thread and a client of its
+    own, since the loop may be blocked in a flush, a transaction or an OCR when the broker goes away (and the
+    client's "all brokers down" never reaches poll()). The thread ends with `stop`."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _LIBRDKAFKA_LOG,
+                         **settings.kafka_config})
+
+    def watch() -> None:
+        while not stop.wait(every_s):
+            try:
+                admin.list_topics(timeout=every_s)
+                readiness.available("broker")
+            except KafkaException as exc:
+                readiness.wait_for("broker", error=str(exc))
+
+    threading.Thread(target=watch, name="broker-watch", daemon=True).start()
 
 
 class PartitionEofTracker:

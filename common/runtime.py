@@ -25,6 +25,28 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+class Readiness:
+    """What /readyz answers: not ready until started, nor while the loop knows a dependency it needs is away.
+    The loop names what it waits for where it learns so, and clears it where it sees it work again."""
+
+    def __init__(self) -> None:
+        self.waiting: set[str] = {"start"}
+
+    def wait_for(self, dependency: str, **fields) -> None:
+        if dependency not in self.waiting:
+            log.warning("not ready", extra={"waiting_for": dependency, **fields})
+        self.waiting.add(dependency)
+
+    def available(self, dependency: str) -> None:
+        if dependency in self.waiting:
+            self.waiting.discard(dependency)
+            log.info("ready" if not self.waiting else "still not ready",
+                     extra={"available": dependency, "waiting_for": sorted(self.waiting)})
+
+    def __bool__(self) -> bool:
+        return not self.waiting
+
+
 def serve_probes(host: str, port: int, is_ready: Callable[[], bool]) -> ThreadingHTTPServer:
     """/healthz (process alive), /readyz (is_ready()), /metrics (Prometheus) on a daemon thread."""
 

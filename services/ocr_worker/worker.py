@@ -21,9 +21,10 @@ from minio.error import S3Error
 from prometheus_client import Counter, Histogram
 
 from common.errors import FatalError, FileFailed
-from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_record, message_record
+from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_record, message_record, watch_broker
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   forget_consumer_lag, record_consumer_lag)
+from common.runtime import Readiness
 from common.storage import get_object_bytes
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FailureReason, FileResult, Timings
@@ -182,11 +183,16 @@ class OcrWorker:
         self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
-        self.ready = False
+        self.readiness = Readiness()  # not while the broker is away or no producer can commit
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.readiness)
 
     def run(self, stop: Event) -> None:
         """The loop. Each chunk: pause, OCR (polling on), one transaction of results + consumed offset, resume."""
         self._stop = stop
+        watch_broker(self.readiness, self._settings, stop)
         self._producer = self._start_producer()
         self._consumer.subscribe([self._settings.topic_ocr_chunks],
                                  on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -273,13 +279,16 @@ class OcrWorker:
             self._keep_alive()
             try:
                 if in_doubt and self._committed_past(msg):
+                    self.readiness.available("producer")  # the next chunk builds a new one if need be
                     return
                 if self._producer is None:
                     self._producer = self._start_producer()
                 self._transact(msg, records)
+                self.readiness.available("producer")
                 return
             except (KafkaException, TransactionCallHung) as exc:
                 in_doubt = True
+                self.readiness.wait_for("producer", error=str(exc))
                 if self._recover_producer(exc, msg) is KafkaErrorKind.REFUSED:
                     raise RecordsRefused(str(exc)) from exc
             self._wait(backoff)
@@ -376,7 +385,7 @@ class OcrWorker:
     # Rebalance callbacks. A partition revoked while its chunk is in hand abandons that chunk: its new owner
     # redoes it, and this worker's transaction, if it got that far, would be refused by the group anyway.
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.ready = True  # a member of the group now, even if it got no partition
+        self.readiness.available("start")  # a member of the group now, even if it got no partition
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

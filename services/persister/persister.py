@@ -19,10 +19,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
+from common.db import watch_database
 from common.errors import DeliveryFailed, FatalError
-from common.kafka import dlq_record, message_record, produce_and_flush
+from common.kafka import dlq_record, message_record, produce_and_flush, watch_broker
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   record_consumer_lag)
+from common.runtime import Readiness
 from schemas.base import INT32_MAX, PageRange
 from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
 from schemas.results import FailureReason, FileResult, FileStatus
@@ -50,9 +52,15 @@ class Persister:
         self._producer = producer
         self._pool = pool
         self._topics = {settings.topic_batch_events: Topic.BATCH_EVENTS, settings.topic_ocr_results: Topic.OCR_RESULTS}
-        self.ready = False
+        self.readiness = Readiness()  # not while Postgres or the broker is away
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.readiness)
 
     def run(self, stop: Event) -> None:
+        watch_broker(self.readiness, self._settings, stop)
+        watch_database(self.readiness, self._pool, stop)
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         self.publish_pending()  # dead letters and snapshots committed before a crash but never sent
@@ -229,7 +237,7 @@ class Persister:
         for p in partitions:
             p.offset = stored.get((p.topic, p.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)
-        self.ready = True  # a member of the group now, reading from where Postgres says
+        self.readiness.available("start")  # a member of the group now, reading from where Postgres says
         log.info("partitions assigned", extra={"positions": {f"{p.topic}[{p.partition}]": p.offset for p in partitions}})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

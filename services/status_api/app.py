@@ -145,6 +145,12 @@ _FILE_NOT_FOUND = {404: {"model": ProblemDetail, "description": (
 _STORE_UNAVAILABLE = {503: {"model": ProblemDetail, "description": "the database or the object store is unavailable"}}
 
 
+# Postgres text cannot hold NUL: a parameter that reaches SQL refuses it with a 422 naming the parameter.
+NO_NUL = r"^[^\x00]*$"
+BatchIdInSql = Annotated[str, Path(pattern=NO_NUL)]
+FileIdInSql = Annotated[str, Path(pattern=NO_NUL)]
+
+
 def _batch_not_found(batch_id: str) -> Problem:
     # The same answer for "unknown" and "another tenant's": never reveal that another tenant's batch exists.
     return Problem(status.HTTP_404_NOT_FOUND, ProblemCode.BATCH_NOT_FOUND, f"batch {batch_id} not found")
@@ -224,7 +230,7 @@ async def batch_events(
 
 @router.get("/batches/{batch_id}/webhook-deliveries", response_model=WebhookDeliveriesPublic,
             responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
-def get_webhook_deliveries(batch_id: str, tenant: TenantDep, conn: ConnectionDep, request: Request
+def get_webhook_deliveries(batch_id: BatchIdInSql, tenant: TenantDep, conn: ConnectionDep, request: Request
                            ) -> WebhookDeliveriesPublic:
     """Every notification owed for the batch, with each attempt's answer; empty while none is due."""
     deliveries = queries.webhook_deliveries(conn, tenant, batch_id)
@@ -237,11 +243,11 @@ def get_webhook_deliveries(batch_id: str, tenant: TenantDep, conn: ConnectionDep
             responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
 def get_batch_results(
     request: Request,
-    batch_id: str,
+    batch_id: BatchIdInSql,
     tenant: TenantDep,
     conn: ConnectionDep,
     settings: SettingsDep,
-    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL, description="next_cursor of the previous page")] = None,
     limit: Annotated[int | None, Query(ge=1, le=RESULTS_PAGE_SIZE_MAX, description="files per page")] = None,
     include_words: Annotated[bool, Query(description="include every word with its box and confidence")] = False,
 ) -> FileResultsPublic:
@@ -257,7 +263,7 @@ def list_batches(
     tenant: TenantDep,
     conn: ConnectionDep,
     limit: Annotated[int, Query(ge=1, le=LIST_PAGE_SIZE_MAX, description="batches per page")] = LIST_PAGE_SIZE,
-    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL, description="next_cursor of the previous page")] = None,
     batch_status: Annotated[BatchStatus | None, Query(alias="status", description="only batches in this status")] = None,
     created_after: Annotated[AwareDatetime | None, Query(description=(
         "only batches accepted after this instant (ISO 8601 with a time zone)"))] = None,
@@ -278,13 +284,13 @@ def list_batches(
             responses=_UNAUTHORIZED | _NOT_FOUND | _UNAVAILABLE)
 def list_files(
     request: Request,
-    batch_id: str,
+    batch_id: BatchIdInSql,
     tenant: TenantDep,
     conn: ConnectionDep,
-    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=NO_NUL, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=LIST_PAGE_SIZE_MAX, description="files per page")] = LIST_PAGE_SIZE,
     file_status: Annotated[FileStatus | None, Query(alias="status", description="only files in this status")] = None,
-    name: Annotated[str | None, Query(max_length=200, description="only files whose name contains this, any case")
+    name: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="only files whose name contains this, any case")
                     ] = None,
 ) -> FileSummariesPublic:
     """The batch's stored files by file_id, without their text: what a table of a large batch pages through."""
@@ -302,8 +308,8 @@ def list_files(
                                "its text alone (pages separated by a form feed)"}})
 def get_file(
     request: Request,
-    batch_id: str,
-    file_id: str,
+    batch_id: BatchIdInSql,
+    file_id: FileIdInSql,
     tenant: TenantDep,
     conn: ConnectionDep,
     accept: Annotated[str | None, Header(description="text/plain for the text alone")] = None,
@@ -320,7 +326,7 @@ def get_file(
             responses=_UNAUTHORIZED | _FILE_NOT_FOUND | _STORE_UNAVAILABLE | {200: {
                 "content": {"application/octet-stream": {}},
                 "description": "The file as uploaded, with its content type"}})
-def get_file_content(request: Request, batch_id: str, file_id: str, tenant: TenantDep, conn: ConnectionDep,
+def get_file_content(request: Request, batch_id: BatchIdInSql, file_id: FileIdInSql, tenant: TenantDep, conn: ConnectionDep,
                      settings: SettingsDep, s3: S3Dep) -> StreamingResponse:
     info = queries.stored_file(conn, tenant, batch_id, file_id)
     if info is None:
@@ -350,8 +356,8 @@ def get_file_content(request: Request, batch_id: str, file_id: str, tenant: Tena
                 422: {"model": ProblemDetail, "description": "page_not_renderable: the stored bytes cannot be drawn"}})
 def get_page_image(
     request: Request,
-    batch_id: str,
-    file_id: str,
+    batch_id: BatchIdInSql,
+    file_id: FileIdInSql,
     page_number: Annotated[int, Path(ge=1, le=INT32_MAX)],
     tenant: TenantDep,
     conn: ConnectionDep,
@@ -432,10 +438,11 @@ def search(
     conn: ConnectionDep,
     embedder: EmbedderDep,
     settings: SettingsDep,
-    q: Annotated[str, Query(min_length=1, max_length=500, pattern=r"\S", description="what to look for")],
+    q: Annotated[str, Query(min_length=1, max_length=500, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$",
+                            description="what to look for")],
     k: Annotated[int, Query(ge=1, le=100, description="how many pages to return")] = 10,
-    batch_id: Annotated[str | None, Query(max_length=100, description="only this batch's pages")] = None,
-    file_id: Annotated[str | None, Query(max_length=100, description="only this file's pages")] = None,
+    batch_id: Annotated[str | None, Query(max_length=100, pattern=NO_NUL, description="only this batch's pages")] = None,
+    file_id: Annotated[str | None, Query(max_length=100, pattern=NO_NUL, description="only this file's pages")] = None,
     lang: Annotated[str | None, Query(pattern=r"^[a-z_]{3,8}$", description=(
         "only pages of batches OCRed with this Tesseract language, e.g. kor or eng"))] = None,
 ) -> SearchResults:

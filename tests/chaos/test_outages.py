@@ -1,0 +1,62 @@
+"""Kafka, Postgres or the S3 server stopped mid-batch and started again (30 s each under `make chaos`, a few
+seconds in `make test`): the same service processes ride it out, report not-ready on /readyz while they cannot
+work, and the batch completes with nothing lost, nothing duplicated, its status equal to Postgres.
+
+Runs on a dev stack of its own (the parts of the shared one are not ours to stop)."""
+import time
+
+import pytest
+
+from deploy.devstack import stack_endpoints, start_stack, stop_stack
+from tests.chaos.harness import FULL, assert_exactly_once, is_ready, pipeline_on, wait_until
+from tests.chaos.test_kill_mid_batch import wait_for_rows
+
+pytestmark = pytest.mark.chaos
+
+OUTAGE_S = 30 if FULL else 8
+FILES = 400 if FULL else 120
+
+
+@pytest.fixture(scope="module")
+def pipeline(private_stack_settings, tmp_path_factory):
+    start_stack(private_stack_settings)
+    with pipeline_on(stack_endpoints(private_stack_settings), tmp_path_factory.mktemp("outages")) as pipeline:
+        yield pipeline
+
+
+def workers(pipeline) -> list:
+    return [s for name, s in pipeline.services.items() if name.startswith("ocr_worker")]
+
+
+def ride_out(pipeline, stack, part: str, not_ready: list) -> None:
+    """A batch; once rows arrive, `part` stopped for OUTAGE_S; the `not_ready` services must say so meanwhile."""
+    pids = {name: s.pid for name, s in pipeline.services.items()}
+    batch_id, total = pipeline.submit(FILES, f"{part}-outage")
+    wait_for_rows(pipeline.settings, batch_id, 4)
+    stop_stack(stack, [part])
+    stopped = time.monotonic()
+    for service in not_ready:
+        wait_until(lambda: not is_ready(service), OUTAGE_S, f"{service.name} reports not ready without {part}")
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))  # the outage itself, not a synchronization
+    start_stack(stack)
+    back = time.monotonic()
+    for service in not_ready:
+        wait_until(lambda: is_ready(service), 120, f"{service.name} ready again by itself after {part} is back")
+    final = assert_exactly_once(pipeline.settings, pipeline.client, batch_id, total)
+    print(f"{part} down {OUTAGE_S} s: {total} files completed {time.monotonic() - back:.1f} s after its return "
+          f"({final['succeeded']} ok, {final['failed']} failed)")
+    assert final["failed"] == 0, "an outage fails no file"
+    assert {name: s.pid for name, s in pipeline.services.items()} == pids
+    assert all(s.alive() for s in pipeline.services.values()), "no service exited"
+
+
+def test_kafka_down_mid_batch(pipeline, private_stack_settings):
+    ride_out(pipeline, private_stack_settings, "kafka", [*workers(pipeline), pipeline.services["persister"]])
+
+
+def test_postgres_down_mid_batch(pipeline, private_stack_settings):
+    ride_out(pipeline, private_stack_settings, "postgres", [pipeline.services["persister"]])
+
+
+def test_s3_down_mid_batch(pipeline, private_stack_settings):
+    ride_out(pipeline, private_stack_settings, "s3", [])
