@@ -1,6 +1,7 @@
 """Every error answer of the HTTP services as RFC 9457 problem details with a stable `code` (schemas.api.ProblemCode)."""
 import logging
 from http import HTTPStatus
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -21,7 +22,7 @@ REQUESTS_REFUSED = Counter("ocrstream_http_requests_refused_total", "Requests an
                            ["code"])
 
 # What a status code means when nothing more precise raised it (Starlette's 404/405, the API key check).
-_CODE_OF_STATUS = {401: ProblemCode.UNAUTHORIZED, 404: ProblemCode.NOT_FOUND, 405: ProblemCode.METHOD_NOT_ALLOWED,
+_CODE_OF_STATUS = {400: ProblemCode.INVALID_JSON, 401: ProblemCode.UNAUTHORIZED, 404: ProblemCode.NOT_FOUND, 405: ProblemCode.METHOD_NOT_ALLOWED,
                    413: ProblemCode.REQUEST_TOO_LARGE, 422: ProblemCode.INVALID_REQUEST,
                    503: ProblemCode.UNAVAILABLE}
 
@@ -86,8 +87,37 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResp
                             headers={"Retry-After": "5"})
 
 
+def _problem_openapi(app) -> Callable[[], dict]:
+    """The app's OpenAPI document with FastAPI's own 422 (HTTPValidationError) replaced by the problem details
+    that `_on_invalid_request` answers, so a generated client (or a fuzzer) reads what really comes back."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            problem = {"$ref": "#/components/schemas/ProblemDetail"}
+            for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
+                for status_code, answer in operation.get("responses", {}).items():
+                    content = answer.get("content", {})
+                    if status_code == "422" and "HTTPValidationError" in str(content):
+                        answer["description"] = "`invalid_request`: a parameter or field is invalid; `errors` lists each"
+                    elif not (status_code[0] in "45" and "ProblemDetail" in str(content)):
+                        continue
+                    answer["content"] = {PROBLEM_JSON: {"schema": problem}}  # every error is problem+json
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.setdefault("ProblemDetail", ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}"))
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
 def install_problem_handlers(app, *, database_errors: tuple[type[Exception], ...] = ()) -> None:
-    """Problem answers for every error; `database_errors` (e.g. psycopg's OperationalError) become 503s."""
+    """Problem answers for every error (and an OpenAPI document that says so); `database_errors` (e.g.
+    psycopg's OperationalError) become 503s."""
+    app.openapi = _problem_openapi(app)
     for error in database_errors:
         app.add_exception_handler(error, _on_database_unavailable)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

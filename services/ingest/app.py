@@ -197,7 +197,7 @@ def cancel_batch_post(batch_id: str, tenant: TenantDep, settings: SettingsDep, p
 @router.post("/batches/{batch_id}/retry", status_code=202, response_model=RetryAccepted, operation_id="retry_batch",
              summary="Run the failed files of a finished batch again (all, or the given file ids)",
              responses=problem_responses(
-                 _AUTH, _NO_BATCH,
+                 (400, ProblemCode.INVALID_JSON, "the body is not JSON"), _AUTH, _NO_BATCH,
                  (409, ProblemCode.BATCH_CANCELLED, "the batch was cancelled"),
                  (409, ProblemCode.BATCH_NOT_FINISHED, "the batch (or an earlier retry) is still running"),
                  (409, ProblemCode.NOTHING_TO_RETRY, "the batch has no failed file a worker read"),

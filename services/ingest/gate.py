@@ -21,7 +21,8 @@ class RequestGate:
             await self._app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self._refusal(headers)
+        authorizations = sum(k.lower() == b"authorization" for k, _ in scope["headers"])
+        refusal = self._refusal(headers, authorizations)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -38,7 +39,10 @@ class RequestGate:
             if not started:
                 await self._too_large()(scope, receive, send)
 
-    def _refusal(self, headers: dict[str, str]):
+    def _refusal(self, headers: dict[str, str], authorizations: int):
+        if authorizations > 1:  # which one would count is ambiguous (the routes read the first): refuse both
+            return problem_response(401, ProblemCode.UNAUTHORIZED, "send exactly one Authorization header",
+                                    headers={"WWW-Authenticate": "Bearer"})
         scheme, _, key = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key:
             return problem_response(401, ProblemCode.UNAUTHORIZED,

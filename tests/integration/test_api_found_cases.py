@@ -29,7 +29,8 @@ def client(settings):
 def test_a_nul_byte_in_a_parameter_is_a_422_naming_it(client, path, parameter):
     response = client.get(path, headers=AUTH)
     assert response.status_code == 422, response.text
-    assert [error["loc"][-1] for error in response.json()["detail"]] == [parameter]
+    assert response.json()["code"] == "invalid_request"
+    assert [error["loc"][-1] for error in response.json()["errors"]] == [parameter]
 
 
 def test_text_without_nul_still_reaches_the_query(client):

