@@ -3,7 +3,8 @@
 The flow, top to bottom:
   1. Check the request as a whole (file count, chunk size, options), then every file (size, and its type
      from its first bytes). Any problem: a 4xx naming each file and why, and nothing is stored.
-  2. Stream each file to the object store under {tenant}/{batch_id}/{file_id}, hashing it on the way.
+  2. Stream the files to the object store under {tenant}/{batch_id}/{file_id}, several at a time, hashing each
+     on the way.
   3. Plan the chunks; produce BatchCreated, then every ChunkRequested, and wait for every acknowledgement.
   4. If step 2 or 3 fails, delete what step 2 stored and answer 503: nothing was accepted, retry.
   5. Answer 202 with the batch id and the URL to follow it at.
@@ -13,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any, BinaryIO
 
@@ -33,7 +35,7 @@ from common.errors import DeliveryFailed
 from common.http import TenantDep, probe_router
 from common.kafka import build_producer, message_record, produce_and_flush
 from common.observability import RequestMetrics
-from common.storage import build_s3_client, ensure_bucket, put_stream
+from common.storage import STORE_ERRORS, ObjectStore, build_s3_client, ensure_bucket
 from schemas.api import BatchAccepted, ProblemDetail
 from schemas.batch_events import BatchCreated, BatchOptions
 from schemas.chunks import ChunkRequested, StoredFile
@@ -55,7 +57,8 @@ SECONDS_TO_ACCEPT = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 
-_STORE_ERRORS = (MinioException, urllib3.exceptions.HTTPError, OSError)
+# The minio SDK (deletion, readiness) raises its own errors and urllib3's; ObjectStore raises STORE_ERRORS.
+_STORE_ERRORS = (*STORE_ERRORS, MinioException, urllib3.exceptions.HTTPError)
 _FLUSH_GRACE_S = 1.0  # librdkafka expires records on its own timer; wait past it, so none is left queued
 _READY_TTL_S = 5.0
 _OPTION_DEFAULTS = BatchOptions()
@@ -79,12 +82,17 @@ def _s3(request: Request) -> Minio:
     return request.app.state.s3
 
 
+def _objects(request: Request) -> ObjectStore:
+    return request.app.state.objects
+
+
 def _settings(request: Request) -> IngestSettings:
     return request.app.state.settings
 
 
 ProducerDep = Annotated[Producer, Depends(_producer)]
 S3Dep = Annotated[Minio, Depends(_s3)]
+ObjectsDep = Annotated[ObjectStore, Depends(_objects)]
 SettingsDep = Annotated[IngestSettings, Depends(_settings)]
 
 
@@ -110,6 +118,7 @@ def create_batch(
     settings: SettingsDep,
     producer: ProducerDep,
     s3: S3Dep,
+    objects: ObjectsDep,
     files: Annotated[list[UploadFile], File(description="The files, in order; repeat the field once per file")],
     name: Annotated[str, Form(max_length=200)] = "",
     chunk_size: Annotated[int | None, Form(ge=1, description="Files per OCR chunk, at most max_chunk_size; "
@@ -124,7 +133,7 @@ def create_batch(
     options = _batch_options(languages=languages, pdf_dpi=pdf_dpi, embeddings=embeddings, min_confidence=min_confidence)
     accepted = accept_batch(
         files, tenant=tenant, name=name, chunk_size=chunk_size or settings.default_chunk_size, options=options,
-        settings=settings, producer=producer, s3=s3,
+        settings=settings, producer=producer, s3=s3, objects=objects,
     )
     SECONDS_TO_ACCEPT.observe(time.perf_counter() - started)
     return accepted
@@ -140,6 +149,7 @@ def accept_batch(
     settings: IngestSettings,
     producer: Producer,
     s3: Minio,
+    objects: ObjectStore,
 ) -> BatchAccepted:
     """Steps 1-5 of the module docstring. Raises BatchRejected; on any failure nothing stays stored."""
     # 1. Check everything before storing anything.
@@ -151,10 +161,7 @@ def accept_batch(
     with _deleted_on_failure(s3, settings.s3_bucket, prefix) as stored_keys:
         # 2. Store the files.
         try:
-            stored = [
-                _store_file(s3, settings.s3_bucket, prefix, upload, index, content_type, stored_keys)
-                for index, (upload, content_type) in enumerate(zip(uploads, content_types))
-            ]
+            stored = _store_files(objects, settings, prefix, uploads, content_types, stored_keys)
         except _STORE_ERRORS as exc:
             raise _nothing_accepted("the object store failed while storing the files", exc) from exc
 
@@ -245,13 +252,27 @@ def _deleted_on_failure(s3: Minio, bucket: str, prefix: str) -> Iterator[list[st
         raise
 
 
-def _store_file(s3: Minio, bucket: str, prefix: str, upload: UploadFile, index: int, content_type: str,
-                stored_keys: list[str]) -> StoredFile:
-    file_id = uuid.uuid4().hex
-    key = f"{prefix}/{file_id}"
-    stored_keys.append(key)  # before the upload: a half-written object is deleted too
+def _store_files(objects: ObjectStore, settings: IngestSettings, prefix: str, uploads: list[UploadFile],
+                 content_types: list[str], stored_keys: list[str]) -> list[StoredFile]:
+    """Every file, store_concurrency at a time, in upload order. On the first failure the files not begun are
+    skipped and that failure is raised once the uploads under way have ended: nothing is still being written
+    when the batch's objects are deleted."""
+    file_ids = [uuid.uuid4().hex for _ in uploads]
+    stored_keys.extend(f"{prefix}/{file_id}" for file_id in file_ids)  # before the uploads: half-written ones go too
+    with ThreadPoolExecutor(max_workers=min(len(uploads), settings.store_concurrency),
+                            thread_name_prefix="ingest-store") as pool:
+        futures = [pool.submit(_store_file, objects, settings.s3_bucket, prefix, file_id, upload, index, content_type)
+                   for index, (file_id, upload, content_type) in enumerate(zip(file_ids, uploads, content_types))]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() is not None for f in done):
+            pool.shutdown(wait=True, cancel_futures=True)
+    return [f.result() for f in futures if not f.cancelled()]  # the first failure raises here
+
+
+def _store_file(objects: ObjectStore, bucket: str, prefix: str, file_id: str, upload: UploadFile, index: int,
+                content_type: str) -> StoredFile:
     upload.file.seek(0)
-    stored = put_stream(s3, bucket, key, upload.file, content_type=content_type)
+    stored = objects.put_stream(bucket, f"{prefix}/{file_id}", upload.file, content_type=content_type)
     return StoredFile(file_id=file_id, bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size,
                       content_type=content_type, original_name=_original_name(upload, index))
 
@@ -341,6 +362,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
         producer = build_producer(settings, client_id="ingest",
                                   **{"delivery.timeout.ms": int(settings.kafka_delivery_timeout_s * 1000)})
         app.state.settings, app.state.s3, app.state.producer = settings, s3, producer
+        app.state.objects = ObjectStore(settings)
         try:
             yield
         finally:

@@ -13,6 +13,7 @@ class IngestSettings(Settings):
     max_chunk_size: int = Field(500, ge=1)
     max_files_per_batch: int = Field(1000, ge=1)
     max_file_bytes: int = Field(100 * MIB, ge=1)
+    store_concurrency: int = Field(16, ge=1, description="Files of one batch stored to the object store at a time")
     kafka_delivery_timeout_s: float = Field(
         15.0, gt=0, description="How long a batch's records may take to be acknowledged before the batch answers 503"
     )
