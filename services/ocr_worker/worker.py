@@ -6,29 +6,32 @@ OCR runs in a supervised child process before the transaction begins; meanwhile 
 its partitions paused, so a slow chunk never runs into max.poll.interval.ms or transaction.timeout.ms.
 Nothing one file or one record does can stop a partition: a file that crashes, hangs or blows memory fails
 alone after its tries; a chunk whose transform keeps raising goes to the DLQ; a broker away is waited out.
+A chunk's objects are fetched concurrently, and the next chunk's (peeked at, then put back) while this one is
+OCRed; only their bytes are fetched ahead, the next chunk itself is taken in its own turn and transaction.
 """
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from threading import Event
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
-from minio import Minio
-from minio.error import S3Error
 from prometheus_client import Counter, Histogram
 
 from common.errors import FatalError, FileFailed
 from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_record, message_record
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   forget_consumer_lag, record_consumer_lag)
-from common.storage import get_object_bytes
+from common.storage import ObjectMissing, ObjectStore
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FailureReason, FileResult, Timings
 from schemas.topics import Topic, UndecodableMessage, decode
 from services.ocr_worker.parts import page_range_work_items, split_result
+from services.ocr_worker.prefetch import ObjectPrefetcher
 from services.ocr_worker.results import file_result
 from services.ocr_worker.settings import WorkerSettings
 from services.ocr_worker.supervisor import FileRefused, OcrSupervisor, OcrTask, OcrTryFailed, SplitNeeded
@@ -73,10 +76,19 @@ class ChunkOcr:
     """The transform: a ChunkRequested → its outcome. Knows nothing of Kafka; `wait(seconds)` keeps the caller
     alive (and raises to abandon the chunk) whenever this waits."""
 
-    def __init__(self, settings: WorkerSettings, s3: Minio, supervisor: OcrSupervisor) -> None:
+    def __init__(self, settings: WorkerSettings, objects: ObjectStore, supervisor: OcrSupervisor) -> None:
         self._settings = settings
-        self._s3 = s3
+        self._objects = objects
         self._supervisor = supervisor
+        self._ahead = ObjectPrefetcher(objects.get_bytes, threads=settings.fetch_concurrency,
+                                       max_bytes=settings.prefetch_max_bytes)
+
+    def prefetch(self, chunks: list[ChunkRequested]) -> None:
+        """Fetch these chunks' objects ahead, in order (the chunk about to be OCRed first); drop any other."""
+        self._ahead.want(stored for chunk in chunks for stored in chunk.files)
+
+    def close(self) -> None:
+        self._ahead.close()
 
     def ocr_chunk(self, chunk: ChunkRequested, wait: Callable[[float], None]) -> ChunkOutcome:
         outcome = ChunkOutcome(tries=self._settings.ocr_attempts)
@@ -140,18 +152,22 @@ class ChunkOcr:
                            timings=Timings())
 
     def _fetch(self, stored: StoredFile, wait: Callable[[float], None]) -> bytes:
-        """The object's bytes, checked against the sha256 taken at upload; bounded retries while the store is away."""
+        """The object's bytes (fetched ahead, or now), checked against the sha256 taken at upload; bounded retries
+        while the store is away."""
+        ahead = self._ahead.take(stored)
         for attempt in range(1, self._settings.fetch_attempts + 1):
             try:
-                data = get_object_bytes(self._s3, stored.bucket, stored.key)
+                data = self._fetched(ahead, wait) if ahead is not None else \
+                    self._objects.get_bytes(stored.bucket, stored.key)
                 break
-            except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                    raise FileFailed(f"the stored object {stored.bucket}/{stored.key} no longer exists; upload the "
-                                     "file again", FailureReason.OBJECT_MISSING) from exc
-                error = f"{exc.code}: {exc.message}"
+            except ObjectMissing as exc:
+                raise FileFailed(f"the stored object {stored.bucket}/{stored.key} no longer exists; upload the "
+                                 "file again", FailureReason.OBJECT_MISSING) from exc
+            except ChunkAbandoned:
+                raise
             except Exception as exc:  # connection refused, reset, timeouts
                 error = str(exc)
+            ahead = None  # a failed fetch ahead: the retries fetch here
             log.warning("object store unavailable", extra={"file_id": stored.file_id, "attempt": attempt,
                                                            "error": error})
             if attempt == self._settings.fetch_attempts:
@@ -162,6 +178,13 @@ class ChunkOcr:
             raise FileFailed("stored object does not match the sha256 recorded at upload; upload the file again",
                              FailureReason.OBJECT_CHANGED)
         return data
+
+    @staticmethod
+    def _fetched(ahead: Future, wait: Callable[[float], None]) -> bytes:
+        """A fetch ahead's bytes, the consumer kept alive while it is still under way."""
+        while not wait_for_futures([ahead], timeout=0.5).done:
+            wait(0)
+        return ahead.result()
 
 
 class OcrWorker:
@@ -197,10 +220,11 @@ class OcrWorker:
                 continue
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
             self._current, self._lost = (msg.topic(), msg.partition()), set()
+            upcoming = self._peek_next()
             self._consumer.pause(self._consumer.assignment())
             try:
                 try:
-                    self._commit_chunk(msg, self._transform(msg))
+                    self._commit_chunk(msg, self._transform(msg, upcoming))
                 except RecordsRefused as exc:
                     self._commit_chunk(msg, self._failed_records(msg, FailureReason.RESULT_TOO_LARGE, str(exc), 1))
             except ChunkRetry:
@@ -212,7 +236,21 @@ class OcrWorker:
                 self._current = None
                 self._consumer.resume(self._consumer.assignment())
 
-    def _transform(self, msg: Message) -> list[Record]:
+    def _peek_next(self) -> ChunkRequested | None:
+        """The chunk after this one if the consumer already holds it: read, put back (it is taken in its own turn,
+        like any record) and decoded, so that its objects can be fetched while this chunk is OCRed."""
+        msg = self._consumer.poll(0)
+        if msg is None or msg.error():
+            if msg is not None and msg.error().fatal():
+                raise FatalError(msg.error().str())
+            return None
+        self._rewind(msg)
+        try:
+            return decode(Topic.OCR_CHUNKS, msg.value())
+        except UndecodableMessage:
+            return None  # the DLQ's, in its own turn
+
+    def _transform(self, msg: Message, upcoming: ChunkRequested | None = None) -> list[Record]:
         """A chunk → its records; an undecodable record or a chunk that keeps raising → the DLQ, its files failed."""
         try:
             chunk: ChunkRequested = decode(Topic.OCR_CHUNKS, msg.value())
@@ -222,6 +260,7 @@ class OcrWorker:
             return [message_record(self._settings.topic_ocr_dlq, msg.key(),
                                    dlq_record(msg, reason=str(exc), error=exc, service="ocr_worker"))]
         position = (msg.topic(), msg.partition(), msg.offset())
+        self._ocr.prefetch([chunk] if upcoming is None else [chunk, upcoming])
         try:
             outcome = self._ocr.ocr_chunk(chunk, self._wait)
         except ChunkAbandoned:

@@ -133,6 +133,9 @@ def test_a_chunk_whose_transform_keeps_raising_goes_to_the_dlq_and_the_partition
         def failed_chunk(self, *args):
             return self._real.failed_chunk(*args)
 
+        def prefetch(self, chunks):
+            return self._real.prefetch(chunks)
+
     records = [(settings.topic_ocr_chunks, c.chunk_id.encode(), encode(c)) for c in (poisoned, behind)]
     results = _run_worker(settings, records, until=lambda rs: len(rs) >= 3, ocr_factory=RaisingOnFirstChunk)
 
