@@ -287,8 +287,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small-files", type=int, default=1000)
     parser.add_argument("--ocr-files", type=int, default=60)
-    parser.add_argument("--fast-chunk-size", type=int, default=25)
-    parser.add_argument("--ocr-chunk-size", type=int, default=5)
+    parser.add_argument("--fast-chunk-size", type=int, default=50)
+    parser.add_argument("--ocr-chunk-size", type=int, default=3)
     args = parser.parse_args()
 
     # The stack's endpoints from the environment when all are set (e.g. another S3 server); else the dev stack.
