@@ -198,6 +198,7 @@ class OcrWorker:
         self._stop = Event()
         self._current: tuple[str, int] | None = None  # the partition of the chunk in hand
         self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
+        self._sought: dict[tuple[str, int], int] = {}  # the offset each partition was last rewound to
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
         self.ready = False
@@ -224,7 +225,7 @@ class OcrWorker:
             self._consumer.pause(self._consumer.assignment())
             try:
                 try:
-                    self._commit_chunk(msg, self._transform(msg, upcoming))
+                    self._commit_chunk(msg, self._transform(msg, upcoming and _decoded_chunk(upcoming)))
                 except RecordsRefused as exc:
                     self._commit_chunk(msg, self._failed_records(msg, FailureReason.RESULT_TOO_LARGE, str(exc), 1))
             except ChunkRetry:
@@ -235,20 +236,30 @@ class OcrWorker:
             finally:
                 self._current = None
                 self._consumer.resume(self._consumer.assignment())
+                if upcoming is not None:
+                    self._fetch_now(upcoming)
 
-    def _peek_next(self) -> ChunkRequested | None:
-        """The chunk after this one if the consumer already holds it: read, put back (it is taken in its own turn,
-        like any record) and decoded, so that its objects can be fetched while this chunk is OCRed."""
+    def _peek_next(self) -> Message | None:
+        """The record after this one if the consumer already holds it: read and put back (it is taken in its own
+        turn, like any record), so that its chunk's objects can be fetched while this chunk is OCRed."""
         msg = self._consumer.poll(0)
         if msg is None or msg.error():
             if msg is not None and msg.error().fatal():
                 raise FatalError(msg.error().str())
             return None
         self._rewind(msg)
-        try:
-            return decode(Topic.OCR_CHUNKS, msg.value())
-        except UndecodableMessage:
-            return None  # the DLQ's, in its own turn
+        return msg
+
+    def _fetch_now(self, upcoming: Message) -> None:
+        """librdkafka fetches a resumed partition only when its fetcher next wakes up, up to a second later (measured:
+        0.5-0.9 s per chunk); a seek wakes it at once. So the partition of the record put back is sought to where it
+        already is, unless something moved it since (a rewind) or it is no longer ours."""
+        tp = TopicPartition(upcoming.topic(), upcoming.partition())
+        if (tp.topic, tp.partition) in self._lost or \
+                (tp.topic, tp.partition) not in {(p.topic, p.partition) for p in self._consumer.assignment()}:
+            return
+        if self._sought.get((tp.topic, tp.partition)) == upcoming.offset():
+            self._rewind(upcoming)
 
     def _transform(self, msg: Message, upcoming: ChunkRequested | None = None) -> list[Record]:
         """A chunk → its records; an undecodable record or a chunk that keeps raising → the DLQ, its files failed."""
@@ -402,6 +413,7 @@ class OcrWorker:
 
     def _rewind(self, msg: Message) -> None:
         self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        self._sought[(msg.topic(), msg.partition())] = msg.offset()
 
     # Rebalance callbacks. A partition revoked while its chunk is in hand abandons that chunk: its new owner
     # redoes it, and this worker's transaction, if it got that far, would be refused by the group anyway.
@@ -417,6 +429,13 @@ class OcrWorker:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._lost.update((p.topic, p.partition) for p in partitions)
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
+
+
+def _decoded_chunk(msg: Message) -> ChunkRequested | None:
+    try:
+        return decode(Topic.OCR_CHUNKS, msg.value())
+    except UndecodableMessage:
+        return None  # the DLQ's, in its own turn
 
 
 def _position(msg: Message) -> dict:
