@@ -287,7 +287,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small-files", type=int, default=1000)
     parser.add_argument("--ocr-files", type=int, default=60)
-    parser.add_argument("--fast-chunk-size", type=int, default=50)
+    parser.add_argument("--fast-chunk-size", type=int, default=100)
     parser.add_argument("--ocr-chunk-size", type=int, default=3)
     args = parser.parse_args()
 

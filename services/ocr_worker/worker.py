@@ -198,7 +198,6 @@ class OcrWorker:
         self._stop = Event()
         self._current: tuple[str, int] | None = None  # the partition of the chunk in hand
         self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
-        self._sought: dict[tuple[str, int], int] = {}  # the offset each partition was last rewound to
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
         self.ready = False
@@ -236,8 +235,6 @@ class OcrWorker:
             finally:
                 self._current = None
                 self._consumer.resume(self._consumer.assignment())
-                if upcoming is not None:
-                    self._fetch_now(upcoming)
 
     def _peek_next(self) -> Message | None:
         """The record after this one if the consumer already holds it: read and put back (it is taken in its own
@@ -249,17 +246,6 @@ class OcrWorker:
             return None
         self._rewind(msg)
         return msg
-
-    def _fetch_now(self, upcoming: Message) -> None:
-        """librdkafka fetches a resumed partition only when its fetcher next wakes up, up to a second later (measured:
-        0.5-0.9 s per chunk); a seek wakes it at once. So the partition of the record put back is sought to where it
-        already is, unless something moved it since (a rewind) or it is no longer ours."""
-        tp = TopicPartition(upcoming.topic(), upcoming.partition())
-        if (tp.topic, tp.partition) in self._lost or \
-                (tp.topic, tp.partition) not in {(p.topic, p.partition) for p in self._consumer.assignment()}:
-            return
-        if self._sought.get((tp.topic, tp.partition)) == upcoming.offset():
-            self._rewind(upcoming)
 
     def _transform(self, msg: Message, upcoming: ChunkRequested | None = None) -> list[Record]:
         """A chunk → its records; an undecodable record or a chunk that keeps raising → the DLQ, its files failed."""
@@ -413,7 +399,6 @@ class OcrWorker:
 
     def _rewind(self, msg: Message) -> None:
         self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
-        self._sought[(msg.topic(), msg.partition())] = msg.offset()
 
     # Rebalance callbacks. A partition revoked while its chunk is in hand abandons that chunk: its new owner
     # redoes it, and this worker's transaction, if it got that far, would be refused by the group anyway.
