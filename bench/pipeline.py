@@ -198,7 +198,7 @@ def _proc_status_kb(pid: int, field: str) -> int:
 
 # ---- the persister --------------------------------------------------------------------------------------------
 
-def persister_rates(results: int = 400, words_per_page: int = 300) -> tuple[float, float]:
+def persister_rates(results: int = 1000, words_per_page: int = 300) -> tuple[float, float]:
     """(word rows/s of the persister over a backlog of results, word rows/s of raw COPY of the same rows into the
     same table). Each result: one page of `words_per_page` words and a 512-d embedding, as OCR gives them."""
     settings = PersisterSettings(persister_group=f"bench-{uuid.uuid4().hex[:8]}")
@@ -288,7 +288,7 @@ def main() -> None:
     parser.add_argument("--small-files", type=int, default=1000)
     parser.add_argument("--ocr-files", type=int, default=60)
     parser.add_argument("--fast-chunk-size", type=int, default=100)
-    parser.add_argument("--ocr-chunk-size", type=int, default=3)
+    parser.add_argument("--ocr-chunk-size", type=int, default=10)
     args = parser.parse_args()
 
     # The stack's endpoints from the environment when all are set (e.g. another S3 server); else the dev stack.
