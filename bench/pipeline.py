@@ -1,91 +1,360 @@
-"""`make bench`: the whole pipeline on a larger batch, against the limit measured in the same run.
+"""`make bench` (python -m bench.pipeline): issue 20's throughput figures, each beside its limit measured in the
+same run on this machine. Prints a table, writes the `pipeline` section of bench/results.json and bench/RESULTS.md.
 
-Prints: median seconds to 202, end-to-end files/s, OCR seconds per file, persister transaction time, and the
-ratio of the pipeline's rate to N x the rate of one bare OCR process (no Kafka, S3 or Postgres) on the same files.
+Limits measured here: the dev-stack S3's raw PUT/GET rates (16 threads, 1.5 KB objects), one bare OCR process
+(decode + Tesseract + embed, no Kafka, S3 or Postgres) on the same files, and raw COPY of the same word rows into
+the same table. Each pipeline run has topics, bucket and schema of its own; the services run as processes.
 """
 import argparse
+import io
 import os
+import random
 import statistics
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # as in the worker: before tesserocr loads
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from common.db import apply_migrations  # noqa: E402
+import httpx  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.report import merge_results  # noqa: E402
+from common.db import apply_migrations, build_pool  # noqa: E402
 from common.embedding import build_embedder  # noqa: E402
-from common.kafka import ensure_topics  # noqa: E402
+from common.kafka import build_consumer, build_producer, ensure_topics, message_record, produce_and_flush  # noqa: E402
 from common.settings import Settings  # noqa: E402
-from common.storage import build_s3_client, ensure_bucket  # noqa: E402
-from demo.processes import client_for, isolated_env, running_services, scrape_histogram  # noqa: E402
+from common.storage import ObjectStore, build_s3_client, ensure_bucket  # noqa: E402
+from demo.processes import ServiceProcess, client_for, free_port, isolated_env, running_services  # noqa: E402
 from demo.sample_batch import render_sample_batch  # noqa: E402
 from deploy.devstack import StackSettings, stack_endpoints, start_stack, stop_stack  # noqa: E402
+from schemas.batch_events import BatchCreated, ChunkLayout  # noqa: E402
+from schemas.results import BoundingBox, FileResult, FileStatus, Page, Word  # noqa: E402
 from services.ocr_worker.engine import build_engine  # noqa: E402
 from services.ocr_worker.pages import decode_pages  # noqa: E402
+from services.persister.persister import Persister  # noqa: E402
+from services.persister.settings import PersisterSettings  # noqa: E402
+
+SECTION = "pipeline"
+FLOORS = {  # key: (floor, goal, "higher" | "lower" is better)
+    "s3_put_per_s": (600, None, "higher"),
+    "s3_get_per_s": (800, None, "higher"),
+    "fast_engine_files_per_s": (250, 500, "higher"),
+    "seconds_to_202_1000_small": (3.0, 1.5, "lower"),
+    "seconds_to_202_100_x_100kb": (1.0, None, "lower"),
+    "tesseract_ratio_to_limit": (0.85, 0.95, "higher"),
+    "scaling_1_to_2_workers": (1.8, None, "higher"),
+    "persister_word_rows_per_s": (50_000, None, "higher"),
+    "persister_ratio_to_raw_copy": (0.5, None, "higher"),
+    "embedding_overhead_pct": (5.0, None, "lower"),
+    "ingest_rss_growth_mb_200mb_upload": (64.0, None, "lower"),
+}
 
 
-def bare_ocr_rate(paths: list[Path]) -> float:
-    """Files/s of one process doing only decode + OCR + embed, the work a worker cannot avoid."""
+# ---- limits ---------------------------------------------------------------------------------------------------
+
+def s3_rates(settings: Settings, objects: int = 2000, threads: int = 16) -> tuple[float, float]:
+    """Raw small PUT and GET rates of the S3 server through the data-path client: the limit of ingest and fetch."""
+    store, bodies = ObjectStore(settings), [os.urandom(1500) for _ in range(objects)]
+
+    def rate(call) -> float:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(call, range(objects)))
+        return objects / (time.perf_counter() - started)
+
+    put = rate(lambda i: store.put_stream(settings.s3_bucket, f"rate/{i}", io.BytesIO(bodies[i]),
+                                          content_type="application/octet-stream"))
+    get = rate(lambda i: store.get_bytes(settings.s3_bucket, f"rate/{i}"))
+    return put, get
+
+
+def bare_ocr(paths: list[Path]) -> tuple[float, list[float], list[float]]:
+    """One process doing only decode + OCR + embed, the work a worker cannot avoid: files/s, and per file the
+    decode+OCR and the embedding milliseconds."""
     embedder = build_embedder()
+    ocr_ms, embed_ms = [], []
     with build_engine("tesseract", "kor+eng") as engine:
         started = time.perf_counter()
         for path in paths:
+            t = time.perf_counter()
             texts = [engine.recognize(image).text for image in decode_pages(path.read_bytes(), "")]
+            ocr_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
             embedder.embed(texts)
-        return len(paths) / (time.perf_counter() - started)
+            embed_ms.append((time.perf_counter() - t) * 1000)
+        return len(paths) / (time.perf_counter() - started), ocr_ms, embed_ms
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------------------
+
+ENDPOINT_VARS = ("OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS", "OCRSTREAM_S3_ENDPOINT", "OCRSTREAM_S3_ACCESS_KEY",
+                 "OCRSTREAM_S3_SECRET_KEY", "OCRSTREAM_DATABASE_URL")
+
+
+def fresh_env(endpoints: dict[str, str], **extra: str) -> dict[str, str]:
+    """Endpoints plus topics, bucket and schema of this run's own (created)."""
+    env = isolated_env(endpoints, f"bench{uuid.uuid4().hex[:8]}", partitions=6) | extra
+    os.environ.update(env)
+    settings = Settings()
+    ensure_topics(settings)
+    ensure_bucket(build_s3_client(settings), settings.s3_bucket)
+    apply_migrations(settings)
+    return env
+
+
+def small_pngs(directory: Path, count: int, side: int, seed: int) -> list[Path]:
+    """`count` distinct PNGs of random pixels (side x side)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    paths = []
+    for i in range(count):
+        path = directory / f"{i:05d}.png"
+        Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3)).save(path, "PNG")
+        paths.append(path)
+    return paths
+
+
+def pipeline_run(env: dict[str, str], logs: Path, paths: list[Path], *, workers: int, chunk_size: int,
+                 embeddings: bool) -> tuple[float, float]:
+    """(files/s from the request to the batch's completion, seconds to the 202) on running services."""
+    with running_services(env, logs, workers=workers) as services, client_for(services) as client:
+        started = time.perf_counter()
+        accepted = client.submit(paths, name="bench", chunk_size=chunk_size, embeddings=embeddings)
+        to_202 = time.perf_counter() - started
+        final = client.wait(accepted["batch_id"], timeout=3600)
+        elapsed = time.perf_counter() - started
+    if final["succeeded"] != len(paths):
+        raise RuntimeError(f"bench batch ended {final['status']}: {final['succeeded']}/{len(paths)} ok")
+    return len(paths) / elapsed, to_202
+
+
+def seconds_to_202(env: dict[str, str], logs: Path, paths: list[Path]) -> float:
+    """The 202 of one batch on an ingest alone (nothing else running in its env)."""
+    with running_ingest(env, logs) as (ingest, _):
+        with httpx.Client(timeout=120) as http:
+            return timed_upload(http, ingest.probe_url, paths)
+
+
+def timed_upload(http: httpx.Client, url: str, paths: list[Path]) -> float:
+    handles = [open(p, "rb") for p in paths]
+    try:
+        started = time.perf_counter()
+        response = http.post(f"{url}/v1/batches", headers={"Authorization": "Bearer dev-key"},
+                             files=[("files", (p.name, h, "application/octet-stream")) for p, h in zip(paths, handles)])
+        elapsed = time.perf_counter() - started
+    finally:
+        for handle in handles:
+            handle.close()
+    if response.status_code != 202:
+        raise RuntimeError(f"upload answered {response.status_code}: {response.text[:300]}")
+    return elapsed
+
+
+@contextmanager
+def running_ingest(env: dict[str, str], logs: Path) -> Iterator[tuple[ServiceProcess, int]]:
+    """The ingest service alone, for figures of its own (202 time, memory)."""
+    port = free_port()
+    service = ServiceProcess("ingest", "services.ingest", env | {"OCRSTREAM_HTTP_PORT": str(port)},
+                             f"http://127.0.0.1:{port}", logs)
+    try:
+        service.start().wait_ready()
+        yield service, service.pid
+    finally:
+        service.stop()
+
+
+def ingest_rss_growth_mb(env: dict[str, str], logs: Path, work: Path, megabytes: int = 200) -> float:
+    """Peak resident memory of the ingest over a single upload of `megabytes`, less its resident memory before
+    (after a small warm-up batch)."""
+    big = work / "big.png"
+    with open(big, "wb") as out:  # a PNG signature is all the type check reads; the rest is not decoded here
+        out.write(b"\x89PNG\r\n\x1a\n")
+        for _ in range(megabytes):
+            out.write(os.urandom(1024 * 1024))
+    warm = small_pngs(work / "warm", 3, 32, seed=9)
+    with running_ingest(env | {"OCRSTREAM_MAX_FILE_BYTES": str((megabytes + 10) << 20)}, logs) as (ingest, pid):
+        with httpx.Client(timeout=600) as http:
+            timed_upload(http, ingest.probe_url, warm)
+            before = _proc_status_kb(pid, "VmRSS")
+            timed_upload(http, ingest.probe_url, [big])
+            peak = _proc_status_kb(pid, "VmHWM")
+    big.unlink()
+    return (peak - before) / 1024
+
+
+def _proc_status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+# ---- the persister --------------------------------------------------------------------------------------------
+
+def persister_rates(results: int = 1000, words_per_page: int = 300) -> tuple[float, float]:
+    """(word rows/s of the persister over a backlog of results, word rows/s of raw COPY of the same rows into the
+    same table). Each result: one page of `words_per_page` words and a 512-d embedding, as OCR gives them."""
+    settings = PersisterSettings(persister_group=f"bench-{uuid.uuid4().hex[:8]}")
+    batch_id = uuid.uuid4().hex
+    batch = [_bench_result(batch_id, i, words_per_page) for i in range(results)]
+    created = BatchCreated(batch_id=batch_id, tenant="default", total_files=results,
+                           chunks=[ChunkLayout(chunk_id=f"{batch_id}.00000", file_count=results)])
+    producer = build_producer(settings, client_id="bench-seed")
+    produce_and_flush(producer, [message_record(settings.topic_batch_events, batch_id, created)]
+                      + [message_record(settings.topic_ocr_results, batch_id, r) for r in batch], timeout=60)
+
+    with build_pool(settings, name="bench-persister", max_size=2) as pool:
+        pool.wait(30)
+        consumer = build_consumer(settings, group_id=settings.persister_group, client_id="bench-persister")
+        persister = Persister(settings, consumer, build_producer(settings, client_id="bench-persister"), pool)
+        stop = threading.Event()
+        thread = threading.Thread(target=persister.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            _wait_until(lambda: persister.ready, 60)
+            started = time.perf_counter()
+            _wait_until(lambda: _files_persisted(pool, batch_id) >= results, 600, every=0.05)
+            persisted = results * words_per_page / (time.perf_counter() - started)
+        finally:
+            stop.set()
+            thread.join(30)
+            consumer.close()
+        rows = [(f"raw-{r.file_id}", p.page_number, i, w.text, w.confidence, w.bbox.x, w.bbox.y, w.bbox.width,
+                 w.bbox.height) for r in batch for p in r.pages for i, w in enumerate(p.words)]
+        with pool.connection() as conn:
+            started = time.perf_counter()
+            with conn.transaction(force_rollback=True), conn.cursor() as cur:
+                with cur.copy("COPY words (file_id, page_number, word_index, text, confidence, x, y, width, height)"
+                              " FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                raw = len(rows) / (time.perf_counter() - started)
+    return persisted, raw
+
+
+def _bench_result(batch_id: str, index: int, words: int) -> FileResult:
+    rng = random.Random(index)
+    embedding = [rng.uniform(-1, 1) for _ in range(512)]
+    norm = sum(v * v for v in embedding) ** 0.5
+    page = Page(page_number=1, width=1240, height=1754, mean_confidence=0.9,
+                text=" ".join(f"word{rng.randrange(10**6)}" for _ in range(words)),
+                words=[Word(text=f"word{rng.randrange(10**6)}", confidence=0.9,
+                            bbox=BoundingBox(x=i % 40 * 30, y=i // 40 * 20, width=28, height=18)) for i in range(words)],
+                embedding=[v / norm for v in embedding])
+    return FileResult(batch_id=batch_id, chunk_id=f"{batch_id}.00000", file_id=f"{batch_id}-{index}", tenant="default",
+                      status=FileStatus.OK, original_name=f"{index}.png", sha256="0" * 64, size=1,
+                      content_type="image/png", engine="fast", pages=[page])
+
+
+def _files_persisted(pool, batch_id: str) -> int:
+    with pool.connection() as conn:
+        return conn.execute("SELECT count(*) FROM files WHERE batch_id = %s", (batch_id,)).fetchone()[0]
+
+
+def _wait_until(condition, deadline_s: float, every: float = 0.2) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not reached in {deadline_s} s")
+        time.sleep(every)  # poll interval of the deadline loop
+
+
+# ---- the report -----------------------------------------------------------------------------------------------
+
+def report(figures: dict, limits: dict, load: str) -> None:
+    rows = ["| figure | value | limit measured in this run | floor | goal | met |", "|---|---|---|---|---|---|"]
+    for key, (floor, goal, better) in FLOORS.items():
+        value = figures[key]
+        met = value >= floor if better == "higher" else value < floor
+        sign = ">=" if better == "higher" else "<"
+        rows.append(f"| `{key}` | {value:g} | {limits.get(key, '')} | {sign} {floor:g} | "
+                    f"{'' if goal is None else f'{sign} {goal:g}'} | {'yes' if met else 'NO'} |")
+    print("\n".join(rows))
+    markdown = ["## Throughput (bench/pipeline.py, issue 20)", "",
+                f"`python -m bench.pipeline`, one run on {os.cpu_count()} cores; load while it ran: {load}.", "",
+                *rows]
+    merge_results(SECTION, figures | {"limits": limits, "load": load}, markdown)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=int(os.environ.get("OCRSTREAM_BENCH_IMAGES", 200)))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=10)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small-files", type=int, default=1000)
+    parser.add_argument("--ocr-files", type=int, default=60)
+    parser.add_argument("--fast-chunk-size", type=int, default=100)
+    parser.add_argument("--ocr-chunk-size", type=int, default=10)
     args = parser.parse_args()
 
-    stack = StackSettings()
-    started_stack = start_stack(stack)
+    # The stack's endpoints from the environment when all are set (e.g. another S3 server); else the dev stack.
+    stack, started_stack = StackSettings(), []
+    if all(os.environ.get(v) for v in ENDPOINT_VARS):
+        endpoints = {v: os.environ[v] for v in ENDPOINT_VARS} | {"OCRSTREAM_S3_SECURE": "false"}
+    else:
+        started_stack, endpoints = start_stack(stack), stack_endpoints(stack)
+    work = Path(tempfile.mkdtemp(prefix="ocrstream-bench-"))
+    load_before = os.getloadavg()
+    figures, limits = {}, {}
     try:
-        env = isolated_env(stack_endpoints(stack), f"bench{uuid.uuid4().hex[:8]}", partitions=6)
-        os.environ.update(env)
-        settings = Settings()
-        ensure_topics(settings)
-        ensure_bucket(build_s3_client(settings), settings.s3_bucket)
-        apply_migrations(settings)
+        fresh_env(endpoints)
+        put, get = s3_rates(Settings())
+        figures |= {"s3_put_per_s": round(put), "s3_get_per_s": round(get)}
+        limits |= {"s3_put_per_s": "floor of the issue", "s3_get_per_s": "floor of the issue"}
+        print(f"S3 raw rates, 16 threads, 1.5 KB: PUT {put:.0f}/s, GET {get:.0f}/s", flush=True)
 
-        work = Path(tempfile.mkdtemp(prefix="ocrstream-bench-"))
-        samples = render_sample_batch(work / "batch", images=args.images, pdf_pages=3, seed=1)
-        probe = [s.path for s in samples[: min(30, len(samples))]]
-        single = bare_ocr_rate(probe)
-        print(f"limit: one bare OCR process {single:.2f} files/s on {len(probe)} files "
-              f"→ {args.workers} processes at most {single * args.workers:.2f} files/s on {os.cpu_count()} cores")
+        pngs = small_pngs(work / "small", args.small_files, 32, seed=1)
+        env = fresh_env(endpoints, OCRSTREAM_ENGINE="fast")
+        rate, to_202 = pipeline_run(env, work / "logs-fast", pngs, workers=2, chunk_size=args.fast_chunk_size,
+                                    embeddings=False)
+        figures |= {"fast_engine_files_per_s": round(rate, 1), "seconds_to_202_1000_small": round(to_202, 3)}
+        limits |= {"fast_engine_files_per_s": f"S3 PUT {put:.0f}/s, GET {get:.0f}/s",
+                   "seconds_to_202_1000_small": f"{args.small_files} PUTs at the raw rate: {args.small_files / put:.2f} s"}
+        print(f"fast engine: {rate:.1f} files/s end to end, 202 in {to_202:.3f} s", flush=True)
 
-        with running_services(env, work / "logs", workers=args.workers) as services:
-            with client_for(services) as client:
-                small = [s.path for s in samples[:10]]
-                accept_times = []
-                for _ in range(7):
-                    t = time.perf_counter()
-                    accepted = client.submit(small, name="bench-202", chunk_size=args.chunk_size)
-                    accept_times.append(time.perf_counter() - t)
-                    client.wait(accepted["batch_id"], timeout=600)
-                started = time.perf_counter()
-                accepted = client.submit([s.path for s in samples], name="bench", chunk_size=args.chunk_size)
-                final = client.wait(accepted["batch_id"], timeout=3600)
-                elapsed = time.perf_counter() - started
-            workers = [s.probe_url for n, s in services.items() if n.startswith("ocr_worker")]
-            ocr_s, ocr_n = scrape_histogram(workers, "ocrstream_worker_file_seconds")
-            txn_s, txn_n = scrape_histogram([services["persister"].probe_url], "ocrstream_transaction_seconds",
-                                            kind="persist")
-            rate = final["total_files"] / elapsed
-            print(f"median seconds to 202 (10 images, 7 batches): {statistics.median(accept_times):.3f}")
-            print(f"end to end: {final['total_files']} files ({final['succeeded']} ok, {final['failed']} failed) in "
-                  f"{elapsed:.1f} s = {rate:.2f} files/s, {rate / (single * args.workers):.0%} of the measured limit")
-            print(f"OCR per file (fetch+decode+OCR+embed): {ocr_s / ocr_n:.3f} s mean over {ocr_n} files")
-            print(f"persister: {txn_s / txn_n * 1000:.1f} ms mean per DB transaction over {txn_n} transactions")
+        hundred = small_pngs(work / "100kb", 100, 185, seed=2)  # ~100 KB of random pixels each
+        figures["seconds_to_202_100_x_100kb"] = round(seconds_to_202(fresh_env(endpoints), work / "logs-202", hundred), 3)
+        limits["seconds_to_202_100_x_100kb"] = f"100 PUTs at the raw rate: {100 / put:.2f} s"
+        print(f"202 for 100 x 100 KB: {figures['seconds_to_202_100_x_100kb']:.3f} s", flush=True)
+
+        images = [s.path for s in render_sample_batch(work / "ocr", images=args.ocr_files, pdf_pages=0, seed=1)]
+        single, ocr_ms, embed_ms = bare_ocr(images)
+        print(f"one bare OCR process: {single:.2f} files/s", flush=True)
+        two, _ = pipeline_run(fresh_env(endpoints), work / "logs-ocr2", images, workers=2,
+                              chunk_size=args.ocr_chunk_size, embeddings=True)
+        one, _ = pipeline_run(fresh_env(endpoints), work / "logs-ocr1", images, workers=1,
+                              chunk_size=args.ocr_chunk_size, embeddings=True)
+        print(f"tesseract: 1 worker {one:.2f} files/s, 2 workers {two:.2f} files/s", flush=True)
+        figures |= {"tesseract_ratio_to_limit": round(two / (2 * single), 3), "scaling_1_to_2_workers": round(two / one, 3),
+                    "tesseract_files_per_s_2_workers": round(two, 2), "tesseract_files_per_s_1_worker": round(one, 2),
+                    "bare_ocr_files_per_s": round(single, 2)}
+        limits |= {"tesseract_ratio_to_limit": f"2 x one bare OCR process = {2 * single:.2f} files/s",
+                   "scaling_1_to_2_workers": f"1 worker {one:.2f} files/s"}
+        overhead = statistics.median(embed_ms) / statistics.median(ocr_ms) * 100
+        figures["embedding_overhead_pct"] = round(overhead, 2)
+        limits["embedding_overhead_pct"] = (f"median decode+OCR {statistics.median(ocr_ms):.0f} ms per file, "
+                                            f"median embedding {statistics.median(embed_ms):.1f} ms")
+
+        fresh_env(endpoints)
+        persisted, raw = persister_rates()
+        figures |= {"persister_word_rows_per_s": round(persisted), "persister_ratio_to_raw_copy": round(persisted / raw, 3)}
+        limits |= {"persister_word_rows_per_s": f"raw COPY {raw:.0f} rows/s",
+                   "persister_ratio_to_raw_copy": f"raw COPY {raw:.0f} rows/s"}
+        print(f"persister: {persisted:.0f} word rows/s, raw COPY {raw:.0f} rows/s", flush=True)
+
+        figures["ingest_rss_growth_mb_200mb_upload"] = round(ingest_rss_growth_mb(fresh_env(endpoints), work / "logs-rss",
+                                                                                   work), 1)
+        limits["ingest_rss_growth_mb_200mb_upload"] = "multipart parts of 8 MiB, 2 in flight"
     finally:
-        stop_stack(stack, started_stack)  # only what this run started
+        if started_stack:  # only what this run started (stop_stack with no names would stop every component)
+            stop_stack(stack, started_stack)
+    load = (f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after "
+            f"(other developers' tests share the machine)")
+    report(figures, limits, load)
 
 
 if __name__ == "__main__":

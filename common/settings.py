@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     s3_access_key: str = "ocrstream"
     s3_secret_key: str = "ocrstream-secret"
     s3_secure: bool = False
+    s3_region: str = Field("us-east-1", description="Signing region of the S3 endpoint (MinIO and the dev stack: us-east-1)")
     s3_bucket: str = "ocrstream"
 
     database_url: str = "postgresql://ocrstream@127.0.0.1:15432/ocrstream"

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -45,7 +46,7 @@ from common.errors import DeliveryFailed
 from common.http import TenantDep, probe_router
 from common.kafka import build_producer, message_record, produce_and_flush
 from common.observability import RequestMetrics
-from common.storage import build_s3_client, ensure_bucket, put_stream
+from common.storage import STORE_ERRORS, ObjectStore, build_s3_client, ensure_bucket
 from schemas.api import (BatchAccepted, BatchOptionsFields, CancelAccepted, ProblemCode, RejectedFilePublic,
                          RetryAccepted, RetryCreate, S3BatchCreate, S3EventsAccepted, S3ObjectRef)
 from schemas.batch_events import BatchCreated, BatchOptions, DuplicateFile, RejectedFile
@@ -76,7 +77,8 @@ SECONDS_TO_ACCEPT = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 
-_STORE_ERRORS = (MinioException, urllib3.exceptions.HTTPError, OSError)
+# The minio SDK (deletion, listing, readiness) raises its own errors and urllib3's; ObjectStore raises STORE_ERRORS.
+_STORE_ERRORS = (*STORE_ERRORS, MinioException, urllib3.exceptions.HTTPError)
 _FLUSH_GRACE_S = 1.0  # librdkafka expires records on its own timer; wait past it, so none is left queued
 _READY_TTL_S = 5.0
 _MAX_FORM_FIELDS = 32  # the options are a handful of fields
@@ -94,6 +96,10 @@ def _s3(request: Request) -> Minio:
     return request.app.state.s3
 
 
+def _objects(request: Request) -> ObjectStore:
+    return request.app.state.objects
+
+
 def _settings(request: Request) -> IngestSettings:
     return request.app.state.settings
 
@@ -104,6 +110,7 @@ def _pool(request: Request) -> ConnectionPool:
 
 ProducerDep = Annotated[Producer, Depends(_producer)]
 S3Dep = Annotated[Minio, Depends(_s3)]
+ObjectsDep = Annotated[ObjectStore, Depends(_objects)]  # the data path (put/get); S3Dep for bucket set-up, listing
 SettingsDep = Annotated[IngestSettings, Depends(_settings)]
 PoolDep = Annotated[ConnectionPool, Depends(_pool)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description="Repeat a POST safely: the "
@@ -153,7 +160,7 @@ _CREATE_BODY = {"requestBody": {"required": True, "content": {
              openapi_extra=_CREATE_BODY, operation_id="create_batch",
              summary="Submit a batch: files as multipart/form-data, or S3 objects/a prefix as JSON")
 async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, s3: S3Dep,
-                       pool: PoolDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                       objects: ObjectsDep, pool: PoolDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     started = time.perf_counter()
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     clients = {"tenant": tenant, "settings": settings, "producer": producer, "s3": s3, "pool": pool,
@@ -162,7 +169,7 @@ async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDe
         form = await _read_form(request, settings)
         try:
             uploads, fields = _multipart_batch(form)
-            accepted = await run_in_threadpool(submit_uploads, uploads, fields, **clients)
+            accepted = await run_in_threadpool(submit_uploads, uploads, fields, objects=objects, **clients)
         finally:
             await form.close()
     elif media_type == "application/json" or media_type.endswith("+json"):
@@ -281,7 +288,8 @@ def _accepted_response(accepted: BatchAccepted, settings: IngestSettings) -> JSO
 # ---- submitting: uploads or S3 objects, under an Idempotency-Key ---------------------------------------------------
 
 def submit_uploads(uploads: list[UploadFile], fields: BatchOptionsFields, *, tenant: str, settings: IngestSettings,
-                   producer: Producer, s3: Minio, pool: ConnectionPool, idempotency_key: str | None) -> BatchAccepted:
+                   producer: Producer, s3: Minio, objects: ObjectStore, pool: ConnectionPool,
+                   idempotency_key: str | None) -> BatchAccepted:
     chunk_size = _check_request(len(uploads), fields, settings)
     options = _batch_options(fields, settings)
     digests = [_digest(upload.file) for upload in uploads]
@@ -293,7 +301,7 @@ def submit_uploads(uploads: list[UploadFile], fields: BatchOptionsFields, *, ten
         if slot.answer is None:
             slot.answer = accept_batch(uploads, digests, tenant=tenant, name=fields.name, chunk_size=chunk_size,
                                        options=options, strict=fields.strict, known=known, settings=settings,
-                                       producer=producer, s3=s3, webhook_url=fields.webhook_url)
+                                       producer=producer, s3=s3, objects=objects, webhook_url=fields.webhook_url)
     return slot.answer
 
 
@@ -381,6 +389,7 @@ def accept_batch(
     settings: IngestSettings,
     producer: Producer,
     s3: Minio,
+    objects: ObjectStore,
     webhook_url: str | None = None,
 ) -> BatchAccepted:
     """Steps 1 and 3-6 of the module docstring. Raises Problem; on any failure nothing stays stored."""
@@ -401,10 +410,7 @@ def accept_batch(
     with _deleted_on_failure(s3, settings.s3_bucket, prefix) as stored_keys:
         # 3. Store the files.
         try:
-            stored = [
-                _store_file(s3, settings.s3_bucket, prefix, upload, index, content_type, stored_keys)
-                for index, (upload, content_type) in enumerate(zip(uploads, content_types))
-            ]
+            stored = _store_files(objects, settings, prefix, uploads, content_types, stored_keys)
         except _STORE_ERRORS as exc:
             raise _nothing_accepted("the object store failed while storing the files", exc) from exc
 
@@ -576,13 +582,29 @@ def _deleted_on_failure(s3: Minio, bucket: str, prefix: str) -> Iterator[list[st
         raise
 
 
-def _store_file(s3: Minio, bucket: str, prefix: str, upload: UploadFile, index: int, content_type: str,
-                stored_keys: list[str]) -> StoredFile:
-    file_id = uuid.uuid4().hex
-    key = f"{prefix}/{file_id}"
-    stored_keys.append(key)  # before the upload: a half-written object is deleted too
+def _store_files(objects: ObjectStore, settings: IngestSettings, prefix: str, uploads: list[UploadFile],
+                 content_types: list[str], stored_keys: list[str]) -> list[StoredFile]:
+    """Every file, store_concurrency at a time, in upload order. On the first failure the files not begun are
+    skipped and that failure is raised once the uploads under way have ended: nothing is still being written
+    when the batch's objects are deleted."""
+    if not uploads:
+        return []
+    file_ids = [uuid.uuid4().hex for _ in uploads]
+    stored_keys.extend(f"{prefix}/{file_id}" for file_id in file_ids)  # before the uploads: half-written ones go too
+    with ThreadPoolExecutor(max_workers=min(len(uploads), settings.store_concurrency),
+                            thread_name_prefix="ingest-store") as pool:
+        futures = [pool.submit(_store_file, objects, settings.s3_bucket, prefix, file_id, upload, index, content_type)
+                   for index, (file_id, upload, content_type) in enumerate(zip(file_ids, uploads, content_types))]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() is not None for f in done):
+            pool.shutdown(wait=True, cancel_futures=True)
+    return [f.result() for f in futures if not f.cancelled()]  # the first failure raises here
+
+
+def _store_file(objects: ObjectStore, bucket: str, prefix: str, file_id: str, upload: UploadFile, index: int,
+                content_type: str) -> StoredFile:
     upload.file.seek(0)
-    stored = put_stream(s3, bucket, key, upload.file, content_type=content_type)
+    stored = objects.put_stream(bucket, f"{prefix}/{file_id}", upload.file, content_type=content_type)
     return StoredFile(file_id=file_id, bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size,
                       content_type=content_type, original_name=_original_name(upload, index))
 
@@ -650,6 +672,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
                                   **{"delivery.timeout.ms": int(settings.kafka_delivery_timeout_s * 1000)})
         pool = build_pool(settings, name="ingest", max_size=settings.db_pool_size)
         app.state.settings, app.state.s3, app.state.producer, app.state.pool = settings, s3, producer, pool
+        app.state.objects = ObjectStore(settings)
         grouper = s3_events.EventGrouper(settings, pool, lambda refs, batch_id, file_ids, tenant: accept_objects(
             refs, batch_id=batch_id, file_ids=file_ids, tenant=tenant, fields=S3BatchCreate(objects=refs),
             settings=settings, producer=producer, s3=s3, pool=pool, all_refused_is_error=False))

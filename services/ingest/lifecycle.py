@@ -14,7 +14,6 @@ from psycopg_pool import ConnectionPool
 
 from common.errors import DeliveryFailed
 from common.kafka import Record, message_record, produce_and_flush
-from common.storage import get_object_bytes
 from schemas.api import CancelAccepted, ProblemCode, RetryAccepted
 from schemas.batch_events import BatchCancelled, BatchOptions, BatchRetryRequested
 from schemas.chunks import StoredFile
@@ -102,7 +101,12 @@ def _tenants_batch(conn: psycopg.Connection, tenant: str, batch_id: str) -> dict
 
 def _manifest(s3: Minio, settings: IngestSettings, tenant: str, batch_id: str) -> dict[str, StoredFile]:
     try:
-        data = get_object_bytes(s3, settings.s3_bucket, manifest_key(tenant, batch_id))
+        response = s3.get_object(settings.s3_bucket, manifest_key(tenant, batch_id))
+        try:
+            data = response.read()
+        finally:
+            response.close()
+            response.release_conn()
     except S3Error as exc:
         if exc.code == "NoSuchKey":
             return {}  # a batch accepted before manifests were kept: none of its files can run again

@@ -18,6 +18,7 @@ class IngestSettings(Settings):
         '["http://127.0.0.1:8001"] for the console the status API serves; none by default')
     max_request_bytes: int = Field(
         4096 * MIB, ge=1, description="Largest request body; checked (with the API key) before any of it is read")
+    store_concurrency: int = Field(16, ge=1, description="Files of one batch stored to the object store at a time")
     kafka_delivery_timeout_s: float = Field(
         15.0, gt=0, description="How long a batch's records may take to be acknowledged before the batch answers 503"
     )

@@ -15,6 +15,10 @@ class WorkerSettings(Settings):
     transaction_call_timeout_s: float = Field(
         15.0, gt=0, description="Each transactional call's wait; a broker away longer is ridden out by retrying")
     fetch_attempts: int = Field(3, ge=1, description="Tries per file on object-store errors before it fails")
+    fetch_concurrency: int = Field(8, ge=1, description="Objects fetched at a time: a chunk's files, and the next "
+                                   "chunk's while this one is OCRed")
+    prefetch_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="Bytes of objects held fetched ahead of the "
+                                    "OCR; a larger file is fetched when its turn comes")
     ocr_attempts: int = Field(3, ge=1, description="Tries per file when its OCR crashes, hangs or runs out of memory")
     ocr_file_timeout_s: float = Field(120.0, gt=0, description="Wall-clock limit of one try at one file (or page range)")
     ocr_memory_limit_mb: int = Field(2048, ge=64, description="Resident memory limit of the OCR child process")

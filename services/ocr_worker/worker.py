@@ -6,18 +6,20 @@ OCR runs in a supervised child process before the transaction begins; meanwhile 
 its partitions paused, so a slow chunk never runs into max.poll.interval.ms or transaction.timeout.ms.
 Nothing one file or one record does can stop a partition: a file that crashes, hangs or blows memory fails
 alone after its tries; a chunk whose transform keeps raising goes to the DLQ; a broker away is waited out.
+A chunk's objects are fetched concurrently, and the next chunk's (peeked at, then put back) while this one is
+OCRed; only their bytes are fetched ahead, the next chunk itself is taken in its own turn and transaction.
 """
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Container
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from threading import Event
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
-from minio import Minio
-from minio.error import S3Error
 from prometheus_client import Counter, Histogram
 
 from common.errors import FatalError, FileFailed
@@ -25,11 +27,12 @@ from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_recor
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   forget_consumer_lag, record_consumer_lag)
 from common.runtime import Readiness
-from common.storage import get_object_bytes
+from common.storage import ObjectMissing, ObjectStore
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FailureReason, FileResult, Timings
 from schemas.topics import Topic, UndecodableMessage, decode
 from services.ocr_worker.parts import page_range_work_items, split_result
+from services.ocr_worker.prefetch import ObjectPrefetcher
 from services.ocr_worker.results import cancelled_result, file_result
 from services.ocr_worker.settings import WorkerSettings
 from services.ocr_worker.supervisor import FileRefused, OcrSupervisor, OcrTask, OcrTryFailed, SplitNeeded
@@ -74,10 +77,19 @@ class ChunkOcr:
     """The transform: a ChunkRequested → its outcome. Knows nothing of Kafka; `wait(seconds)` keeps the caller
     alive (and raises to abandon the chunk) whenever this waits."""
 
-    def __init__(self, settings: WorkerSettings, s3: Minio, supervisor: OcrSupervisor) -> None:
+    def __init__(self, settings: WorkerSettings, objects: ObjectStore, supervisor: OcrSupervisor) -> None:
         self._settings = settings
-        self._s3 = s3
+        self._objects = objects
         self._supervisor = supervisor
+        self._ahead = ObjectPrefetcher(objects.get_bytes, threads=settings.fetch_concurrency,
+                                       max_bytes=settings.prefetch_max_bytes)
+
+    def prefetch(self, chunks: list[ChunkRequested]) -> None:
+        """Fetch these chunks' objects ahead, in order (the chunk about to be OCRed first); drop any other."""
+        self._ahead.want(stored for chunk in chunks for stored in chunk.files)
+
+    def close(self) -> None:
+        self._ahead.close()
 
     def ocr_chunk(self, chunk: ChunkRequested, wait: Callable[[float], None]) -> ChunkOutcome:
         outcome = ChunkOutcome(tries=self._settings.ocr_attempts)
@@ -145,18 +157,22 @@ class ChunkOcr:
                            timings=Timings())
 
     def _fetch(self, stored: StoredFile, wait: Callable[[float], None]) -> bytes:
-        """The object's bytes, checked against the sha256 taken at upload; bounded retries while the store is away."""
+        """The object's bytes (fetched ahead, or now), checked against the sha256 taken at upload; bounded retries
+        while the store is away."""
+        ahead = self._ahead.take(stored)
         for attempt in range(1, self._settings.fetch_attempts + 1):
             try:
-                data = get_object_bytes(self._s3, stored.bucket, stored.key)
+                data = self._fetched(ahead, wait) if ahead is not None else \
+                    self._objects.get_bytes(stored.bucket, stored.key)
                 break
-            except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                    raise FileFailed(f"the stored object {stored.bucket}/{stored.key} no longer exists; upload the "
-                                     "file again", FailureReason.OBJECT_MISSING) from exc
-                error = f"{exc.code}: {exc.message}"
+            except ObjectMissing as exc:
+                raise FileFailed(f"the stored object {stored.bucket}/{stored.key} no longer exists; upload the "
+                                 "file again", FailureReason.OBJECT_MISSING) from exc
+            except ChunkAbandoned:
+                raise
             except Exception as exc:  # connection refused, reset, timeouts
                 error = str(exc)
+            ahead = None  # a failed fetch ahead: the retries fetch here
             log.warning("object store unavailable", extra={"file_id": stored.file_id, "attempt": attempt,
                                                            "error": error})
             if attempt == self._settings.fetch_attempts:
@@ -167,6 +183,13 @@ class ChunkOcr:
             raise FileFailed("stored object does not match the sha256 recorded at upload; upload the file again",
                              FailureReason.OBJECT_CHANGED)
         return data
+
+    @staticmethod
+    def _fetched(ahead: Future, wait: Callable[[float], None]) -> bytes:
+        """A fetch ahead's bytes, the consumer kept alive while it is still under way."""
+        while not wait_for_futures([ahead], timeout=0.5).done:
+            wait(0)
+        return ahead.result()
 
 
 class OcrWorker:
@@ -183,6 +206,7 @@ class OcrWorker:
         self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
+        self._paused = False  # the assignment paused while a chunk in hand waits (OCR, a broker away)
         self.readiness = Readiness()  # not while the broker is away or no producer can commit
 
     @property
@@ -190,7 +214,8 @@ class OcrWorker:
         return bool(self.readiness)
 
     def run(self, stop: Event) -> None:
-        """The loop. Each chunk: pause, OCR (polling on), one transaction of results + consumed offset, resume."""
+        """The loop. Each chunk: OCR (once it waits, the assignment is paused and polling goes on), one transaction of
+        results + consumed offset, resume."""
         self._stop = stop
         watch_broker(self.readiness, self._settings, stop)
         self._producer = self._start_producer()
@@ -208,10 +233,10 @@ class OcrWorker:
                 continue
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
             self._current, self._lost = (msg.topic(), msg.partition()), set()
-            self._consumer.pause(self._consumer.assignment())
+            upcoming = self._peek_next()
             try:
                 try:
-                    self._commit_chunk(msg, self._transform(msg))
+                    self._commit_chunk(msg, self._transform(msg, upcoming and _decoded_chunk(upcoming)))
                 except RecordsRefused as exc:
                     self._commit_chunk(msg, self._failed_records(msg, FailureReason.RESULT_TOO_LARGE, str(exc), 1))
             except ChunkRetry:
@@ -221,9 +246,22 @@ class OcrWorker:
                                                                                         **_position(msg)})
             finally:
                 self._current = None
-                self._consumer.resume(self._consumer.assignment())
+                if self._paused:  # a resumed partition's fetch restarts on librdkafka's timer: only when needed
+                    self._consumer.resume(self._consumer.assignment())
+                    self._paused = False
 
-    def _transform(self, msg: Message) -> list[Record]:
+    def _peek_next(self) -> Message | None:
+        """The record after this one if the consumer already holds it: read and put back (it is taken in its own
+        turn, like any record), so that its chunk's objects can be fetched while this chunk is OCRed."""
+        msg = self._consumer.poll(0)
+        if msg is None or msg.error():
+            if msg is not None and msg.error().fatal():
+                raise FatalError(msg.error().str())
+            return None
+        self._rewind(msg)
+        return msg
+
+    def _transform(self, msg: Message, upcoming: ChunkRequested | None = None) -> list[Record]:
         """A chunk → its records; an undecodable record or a chunk that keeps raising → the DLQ, its files failed."""
         try:
             chunk: ChunkRequested = decode(Topic.OCR_CHUNKS, msg.value())
@@ -237,6 +275,7 @@ class OcrWorker:
             log.info("chunk of a cancelled batch skipped", extra={"batch_id": chunk.batch_id, **_position(msg)})
             return self._records(msg, chunk, self._ocr.cancelled_chunk(chunk))
         position = (msg.topic(), msg.partition(), msg.offset())
+        self._ocr.prefetch([chunk] if upcoming is None else [chunk, upcoming])
         try:
             outcome = self._ocr.ocr_chunk(chunk, self._wait)
         except ChunkAbandoned:
@@ -276,7 +315,8 @@ class OcrWorker:
         OCR; a commit whose answer was lost is recognized by the group's committed offset."""
         backoff, in_doubt = 0.5, False
         while True:
-            self._keep_alive()
+            if self._stop.is_set() or self._current in self._lost:
+                raise ChunkAbandoned("stop requested" if self._stop.is_set() else "partition revoked")
             try:
                 if in_doubt and self._committed_past(msg):
                     self.readiness.available("producer")  # the next chunk builds a new one if need be
@@ -360,6 +400,9 @@ class OcrWorker:
         """While a chunk is in hand: poll (group membership, rebalance callbacks) but take no new records."""
         if self._stop.is_set():
             raise ChunkAbandoned("stop requested")
+        if not self._paused:  # first wait of this chunk: poll from now on, but fetch nothing new
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
         msg = self._consumer.poll(0)
         if msg is not None and not msg.error():  # from a partition assigned mid-chunk: put it back for later
             self._rewind(msg)
@@ -396,6 +439,13 @@ class OcrWorker:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._lost.update((p.topic, p.partition) for p in partitions)
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
+
+
+def _decoded_chunk(msg: Message) -> ChunkRequested | None:
+    try:
+        return decode(Topic.OCR_CHUNKS, msg.value())
+    except UndecodableMessage:
+        return None  # the DLQ's, in its own turn
 
 
 def _position(msg: Message) -> dict:

@@ -2,7 +2,9 @@
 
 Exactly-once is the "offsets outside Kafka" pattern: the rows and the next offsets commit in ONE database
 transaction, and on assignment the consumer seeks to the offsets stored there. A crash anywhere replays only
-what the database does not hold. A record Postgres refuses for its data is rolled back alone (a savepoint),
+what the database does not hold. A whole poll (up to max_messages_per_transaction records) is written in a few
+bulk statements (multi-row INSERT, COPY) under one savepoint. Only if Postgres refuses that for its data is the
+poll written again record by record, each in its own savepoint: the record refused is rolled back alone,
 dead-lettered through an outbox table in the same transaction, and its file counted as failed: no record can
 stop a partition. Retries and replays follow the replace rule in sql.py, so a repeat changes nothing.
 """
@@ -112,8 +114,9 @@ class Persister:
     def _persist(self, work: PolledWork) -> dict[tuple[str, int], int]:
         """1. one DB transaction: lock the stored offsets; if an earlier owner of a partition already got past
            this poll's first offset, write nothing and return where to resume
-        2. each record in its own savepoint; one Postgres refuses for its data is rolled back alone, its file is
-           written failed (result_refused) and the record goes into the DLQ outbox
+        2. the whole poll in bulk under one savepoint; if Postgres refuses that for its data, roll it back and
+           write each record in its own savepoint instead: one refused is rolled back alone, its file is written
+           failed (result_refused) and the record goes into the DLQ outbox
         3. recount the touched batches, store the next offsets  4. commit
         (then publish_pending sends the outbox and the progress snapshots)"""
         started = time.perf_counter()
@@ -124,8 +127,7 @@ class Persister:
                 log.warning("records already persisted by an earlier owner, seeking past them",
                             extra={"positions": {f"{t}[{p}]": o for (t, p), o in ahead.items()}})
                 return ahead
-            touched = {batch_id for msg, message in work.records
-                       if (batch_id := self._write_record(conn, msg, message)) is not None}
+            touched = self._write_records(conn, work.records)
             if touched:
                 sql.recount_batches(conn, touched)
             sql.store_offsets(conn, self._settings.persister_group, work.next_offsets)
@@ -138,6 +140,33 @@ class Persister:
         log.info("records persisted", extra={"records": len(work.records), "batches": sorted(touched),
                                              "ms": round(elapsed * 1000, 1)})
         return {}
+
+    def _write_records(self, conn: psycopg.Connection, records: list[tuple[Message, Any]]) -> set[str]:
+        """Step 2: the batches touched."""
+        decoded = [message for _, message in records if not isinstance(message, UndecodableMessage)]
+        if decoded and sql.bulk_writable(m for m in decoded if isinstance(m, FileResult)):
+            try:
+                with conn.transaction():  # a savepoint: a refusal rolls back the bulk write alone
+                    touched = self._write_in_bulk(conn, decoded)
+            except sql.REFUSED_DATA as exc:
+                log.warning("postgres refused the poll's bulk write; writing it record by record",
+                            extra={"records": len(records), "error": str(exc)})
+            else:
+                records = [(msg, m) for msg, m in records if isinstance(m, UndecodableMessage)]
+                return touched | self._write_one_by_one(conn, records)
+        return self._write_one_by_one(conn, records)
+
+    def _write_in_bulk(self, conn: psycopg.Connection, messages: list[Any]) -> set[str]:
+        results = [m for m in messages if isinstance(m, FileResult)]
+        for event in (m for m in messages if not isinstance(m, FileResult)):
+            self._write_message(conn, event)  # batch events are few: one at a time, before the results they precede
+        sql.write_file_results(conn, [r for r in results if r.part is None])
+        for part in (r for r in results if r.part is not None):
+            sql.write_file_result(conn, part)
+        return {m.batch_id for m in messages}
+
+    def _write_one_by_one(self, conn: psycopg.Connection, records: list[tuple[Message, Any]]) -> set[str]:
+        return {batch_id for msg, message in records if (batch_id := self._write_record(conn, msg, message)) is not None}
 
     def _write_record(self, conn: psycopg.Connection, msg: Message, message: Any) -> str | None:
         """Write one record; the batch it touched, if any."""

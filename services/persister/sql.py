@@ -2,10 +2,12 @@
 
 A file's result is written under the replace rule (`replaces`), so retries and DLQ replays are idempotent; a file
 sent in page-range parts gets its files row once the parts cover every page (`assembled_file`).
+Two ways in for results, with the same outcome: a whole poll's results in a few statements (`write_file_results`:
+multi-row INSERT and COPY), and one record at a time (`write_file_result`), which the persister uses when Postgres
+refuses the bulk write for its data. Batch events are few and go one at a time either way.
 """
 from collections.abc import Iterable, Mapping
 
-import numpy as np
 import psycopg
 from confluent_kafka import Message
 from psycopg import Connection
@@ -31,6 +33,26 @@ def replaces(stored: Mapping, new: Mapping) -> bool:
     try; so a replay of what is stored changes nothing. Both carry `status` and `attempt`."""
     later_or_ok = new["status"] == FileStatus.OK or new["attempt"] > stored["attempt"]
     return stored["status"] == FileStatus.FAILED and later_or_ok
+
+
+def accepted_in_order(stored: Mapping | None, rows: list[Mapping]) -> list[int]:
+    """Which of a file's results, arriving in this order, are written one after another under the replace rule
+    (each replacing the one before): their indices. The last is what the files row ends up holding."""
+    accepted, current = [], stored
+    for index, row in enumerate(rows):
+        if current is None or replaces(current, row):
+            accepted.append(index)
+            current = row
+    return accepted
+
+
+def bulk_writable(results: Iterable[FileResult]) -> bool:
+    """Whole-file results are written together before the parts; that keeps the order that matters unless one
+    file has both in the same poll."""
+    whole, parted = set(), set()
+    for r in results:
+        (whole if r.part is None else parted).add(r.file_id)
+    return not whole & parted
 
 
 def covers_all_pages(ranges: Iterable[tuple[int, int]], total_pages: int) -> bool:
@@ -206,10 +228,57 @@ def write_file_result(conn: Connection, r: FileResult) -> bool:
         stored = _locked_row(conn, "SELECT status, attempt FROM files WHERE file_id = %s FOR UPDATE", (r.file_id,))
         if not replaces(stored, row):
             return False
-        _delete_file(conn, r.file_id)
+        _delete_files(conn, [r.file_id])
         _insert_file(conn, row)
-    _insert_pages(conn, r)
+    _insert_pages(conn, [r])
     return True
+
+
+def write_file_results(conn: Connection, results: list[FileResult]) -> None:
+    """Whole-file results (no parts), in order, in a few statements; the same rows as write_file_result one by one.
+    1. lock the files rows these results name  2. per file, the results the replace rule accepts, in order
+    3. delete the rows they replace  4. placeholder batches, files, history, pages and words in bulk"""
+    by_file: dict[str, list[tuple[FileResult, dict]]] = {}
+    for r in results:
+        by_file.setdefault(r.file_id, []).append((r, _file_row(r)))
+    with conn.cursor(row_factory=dict_row) as cur:
+        stored = {row["file_id"]: row for row in cur.execute(
+            "SELECT file_id, status, attempt FROM files WHERE file_id = ANY(%s) ORDER BY file_id FOR UPDATE",
+            (list(by_file),))}
+    final: list[tuple[FileResult, dict]] = []
+    history: list[dict] = []
+    for file_id, candidates in by_file.items():
+        accepted = [candidates[i] for i in accepted_in_order(stored.get(file_id), [row for _, row in candidates])]
+        if accepted:
+            history += [row for _, row in accepted]
+            final.append(accepted[-1])
+    _delete_files(conn, [r.file_id for r, _ in final if r.file_id in stored])
+    if not final:
+        return
+    _insert_rows(conn, "INSERT INTO batches (batch_id, tenant) VALUES {} ON CONFLICT DO NOTHING",
+                 list({(row["batch_id"], row["tenant"]) for _, row in final}))
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY files ({', '.join(_FILE_COLUMNS)}) FROM STDIN") as copy:
+            for _, row in final:
+                copy.write_row([Jsonb(row[c]) if c == "timings" else row[c] for c in _FILE_COLUMNS])
+        with cur.copy("COPY file_attempts (file_id, attempt, status, error_code, error) FROM STDIN") as copy:
+            for row in history:
+                copy.write_row((row["file_id"], row["attempt"], row["status"], row["error_code"], row["error"]))
+    _insert_pages(conn, [r for r, _ in final])
+
+
+_FILE_COLUMNS = ("file_id", "batch_id", "chunk_id", "tenant", "original_name", "sha256", "size_bytes", "content_type",
+                 "status", "error", "error_code", "engine", "embedding_model", "page_count", "timings", "attempt")
+
+
+def _insert_rows(conn: Connection, statement: str, rows: list[tuple]) -> None:
+    """`statement` with its one {} replaced by a VALUES list of `rows` (1,000 rows per statement)."""
+    with conn.cursor() as cur:
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start:start + 1000]
+            values = SQL("({})").format(SQL(", ").join([SQL("%s")] * len(chunk[0])))
+            cur.execute(SQL(statement).format(SQL(", ").join([values] * len(chunk))),
+                        [value for row in chunk for value in row])
 
 
 def _write_part(conn: Connection, r: FileResult) -> bool:
@@ -227,7 +296,7 @@ def _write_part(conn: Connection, r: FileResult) -> bool:
             conn.execute(f"DELETE FROM {table} WHERE file_id = %s AND page_number BETWEEN %s AND %s",
                          (r.file_id, r.part.first_page, stored_part["last_page"]))
         conn.execute("DELETE FROM file_parts WHERE file_id = %s AND first_page = %s", (r.file_id, r.part.first_page))
-    _insert_pages(conn, r)
+    _insert_pages(conn, [r])
     row = _file_row(r)
     conn.execute(
         """INSERT INTO file_parts (file_id, first_page, last_page, total_pages, batch_id, chunk_id, tenant,
@@ -252,12 +321,13 @@ def _locked_row(conn: Connection, query: str, params: tuple) -> dict | None:
         return cur.execute(query, params).fetchone()
 
 
-def _delete_file(conn: Connection, file_id: str) -> None:
-    """The files row with its pages, words and parts: a replaced result leaves nothing behind."""
-    conn.execute("""WITH words AS (DELETE FROM words WHERE file_id = %(id)s),
-                         pages AS (DELETE FROM pages WHERE file_id = %(id)s),
-                         parts AS (DELETE FROM file_parts WHERE file_id = %(id)s)
-                    DELETE FROM files WHERE file_id = %(id)s""", {"id": file_id})
+def _delete_files(conn: Connection, file_ids: list[str]) -> None:
+    """The files rows with their pages, words and parts: a replaced result leaves nothing behind."""
+    if file_ids:
+        conn.execute("""WITH words AS (DELETE FROM words WHERE file_id = ANY(%(ids)s)),
+                             pages AS (DELETE FROM pages WHERE file_id = ANY(%(ids)s)),
+                             parts AS (DELETE FROM file_parts WHERE file_id = ANY(%(ids)s))
+                        DELETE FROM files WHERE file_id = ANY(%(ids)s)""", {"ids": file_ids})
 
 
 def _insert_file(conn: Connection, row: dict) -> bool:
@@ -278,31 +348,39 @@ def _insert_file(conn: Connection, row: dict) -> bool:
     return inserted is not None
 
 
-_INSERT_PAGES = SQL("INSERT INTO pages (file_id, page_number, batch_id, tenant, width, height, text, mean_confidence,"
-                    " rotation, skew, needs_review, embedding) VALUES {}")
-_PAGE_VALUES = SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+_PAGE_COLUMNS = "file_id, page_number, batch_id, tenant, width, height, text, mean_confidence, rotation, skew," \
+                " needs_review, embedding"
 
 
-def _insert_pages(conn: Connection, r: FileResult) -> None:
-    if not r.pages:
+def _insert_pages(conn: Connection, results: list[FileResult]) -> None:
+    """The results' pages and words, each table in one COPY (words in binary: twice the rows/s of text here)."""
+    if not any(r.pages for r in results):
         return
-    rows = [(r.file_id, p.page_number, r.batch_id, r.tenant, p.width, p.height, p.text, p.mean_confidence,
-             p.rotation, p.skew, p.needs_review,
-             None if p.embedding is None else np.asarray(p.embedding, dtype=np.float32)) for p in r.pages]
     with conn.cursor() as cur:
-        # One multi-row INSERT per 1,000 pages: one round trip for the usual one-page file (executemany takes several).
-        for start in range(0, len(rows), 1000):
-            chunk = rows[start:start + 1000]
-            cur.execute(_INSERT_PAGES.format(SQL(", ").join([_PAGE_VALUES] * len(chunk))),
-                        [value for row in chunk for value in row])
-        if not any(p.words for p in r.pages):
+        with cur.copy(f"COPY pages ({_PAGE_COLUMNS}) FROM STDIN") as copy:
+            for r in results:
+                for p in r.pages:
+                    copy.write_row((r.file_id, p.page_number, r.batch_id, r.tenant, p.width, p.height, p.text,
+                                    p.mean_confidence, p.rotation, p.skew, p.needs_review, _vector_text(p.embedding)))
+        if not any(p.words for r in results for p in r.pages):
             return
         with cur.copy("COPY words (file_id, page_number, word_index, text, confidence, x, y, width, height)"
-                      " FROM STDIN") as copy:
-            for p in r.pages:
-                for i, w in enumerate(p.words):
-                    copy.write_row((r.file_id, p.page_number, i, w.text, w.confidence,
-                                    w.bbox.x, w.bbox.y, w.bbox.width, w.bbox.height))
+                      " FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_WORD_TYPES)
+            for r in results:
+                for p in r.pages:
+                    for i, w in enumerate(p.words):
+                        box = w.bbox
+                        copy.write_row((r.file_id, p.page_number, i, w.text, w.confidence, box.x, box.y, box.width,
+                                        box.height))
+
+
+_WORD_TYPES = ("text", "int4", "int4", "text", "float4", "int4", "int4", "int4", "int4")
+
+
+def _vector_text(embedding: list[float] | None) -> str | None:
+    """pgvector's text form; pgvector-python's own dumper formats float by float (~0.8 ms per 512-d vector)."""
+    return None if embedding is None else f"[{','.join(map(str, embedding))}]"
 
 
 # --- batch accounting --------------------------------------------------------------------------------------

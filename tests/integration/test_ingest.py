@@ -12,7 +12,7 @@ from minio import Minio
 from PIL import Image, ImageDraw
 
 from common.settings import Settings
-from common.storage import build_s3_client, get_object_bytes
+from common.storage import ObjectStore, build_s3_client
 from schemas.batch_events import BatchCreated
 from schemas.chunks import ChunkRequested
 from schemas.topics import Topic, decode
@@ -145,7 +145,7 @@ def test_accepted_batch_is_stored_and_announced(client: TestClient, settings: Se
         assert stored.bucket == settings.s3_bucket
         assert stored.key == f"{TENANT}/{batch_id}/{stored.file_id}"
         assert (stored.sha256, stored.size) == (hashlib.sha256(data).hexdigest(), len(data))
-        assert hashlib.sha256(get_object_bytes(s3, stored.bucket, stored.key)).hexdigest() == stored.sha256
+        assert hashlib.sha256(ObjectStore(settings).get_bytes(stored.bucket, stored.key)).hexdigest() == stored.sha256
 
 
 def test_median_seconds_to_202_for_ten_images(client: TestClient, settings: Settings,

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from common.kafka import build_producer, produce_and_flush
-from common.storage import build_s3_client, put_stream
+from common.storage import ObjectStore, build_s3_client
 from demo.sample_batch import character_error_rate, render_sample_batch
 from schemas.batch_events import BatchOptions
 from schemas.chunks import ChunkRequested, StoredFile
@@ -23,9 +23,9 @@ from tests.helpers import read_topic
 pytestmark = pytest.mark.integration
 
 
-def upload(settings, s3, name: str, data: bytes, content_type: str) -> StoredFile:
+def upload(settings, _s3, name: str, data: bytes, content_type: str) -> StoredFile:
     file_id = uuid.uuid4().hex
-    stored = put_stream(s3, settings.s3_bucket, f"default/b/{file_id}", io.BytesIO(data), content_type=content_type)
+    stored = ObjectStore(settings).put_stream(settings.s3_bucket, f"default/b/{file_id}", io.BytesIO(data), content_type=content_type)
     return StoredFile(file_id=file_id, bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size,
                       content_type=content_type, original_name=name)
 
@@ -132,6 +132,9 @@ def test_a_chunk_whose_transform_keeps_raising_goes_to_the_dlq_and_the_partition
 
         def failed_chunk(self, *args):
             return self._real.failed_chunk(*args)
+
+        def prefetch(self, chunks):
+            return self._real.prefetch(chunks)
 
     records = [(settings.topic_ocr_chunks, c.chunk_id.encode(), encode(c)) for c in (poisoned, behind)]
     results = _run_worker(settings, records, until=lambda rs: len(rs) >= 3, ocr_factory=RaisingOnFirstChunk)

@@ -4,11 +4,13 @@ import json
 
 import pytest
 
+from schemas.base import PageRange
 from schemas.dlq import DlqRecord
 from schemas.results import FailureReason, FileStatus
 from schemas.topics import Topic, decode, encode
 from services.persister.persister import fit_dlq_record, salvaged_result
-from services.persister.sql import assembled_file, covers_all_pages, replaces
+from services.persister.sql import accepted_in_order, assembled_file, bulk_writable, covers_all_pages, replaces
+from tests.integration.test_persister import result
 
 pytestmark = pytest.mark.unit
 
@@ -24,6 +26,28 @@ pytestmark = pytest.mark.unit
 ])
 def test_a_result_replaces_only_a_failed_one_and_only_with_ok_or_a_later_try(stored, new, expected):
     assert replaces({"status": stored[0], "attempt": stored[1]}, {"status": new[0], "attempt": new[1]}) is expected
+
+
+def _row(status: str, attempt: int) -> dict:
+    return {"status": status, "attempt": attempt}
+
+
+@pytest.mark.parametrize(("stored", "arriving", "accepted"), [
+    (None, [("failed", 1), ("ok", 2), ("ok", 2), ("failed", 3)], [0, 1]),  # a replay and a late failure change nothing
+    (None, [("ok", 1), ("failed", 2)], [0]),
+    (("failed", 1), [("failed", 1), ("failed", 2), ("ok", 2)], [1, 2]),
+    (("ok", 1), [("ok", 2), ("failed", 3)], []),
+])
+def test_a_polls_results_for_one_file_are_accepted_as_one_by_one(stored, arriving, accepted):
+    assert accepted_in_order(stored and _row(*stored), [_row(*r) for r in arriving]) == accepted
+
+
+def test_bulk_writes_unless_one_file_has_whole_and_part_results_in_one_poll():
+    whole = result("b", "f1")
+    part = whole.model_copy(update={"part": PageRange(first_page=1, last_page=1, total_pages=2)})
+    other = result("b", "f2").model_copy(update={"part": PageRange(first_page=1, last_page=1, total_pages=2)})
+    assert bulk_writable([whole, other, whole])
+    assert not bulk_writable([whole, other, part])
 
 
 @pytest.mark.parametrize(("ranges", "total", "expected"), [
