@@ -323,7 +323,7 @@ log.cleaner.dedupe.buffer.size=8388608
 """
 
 
-def _java_opts(s: StackSettings, node: KafkaNode, heap: str) -> list[str]:
+def java_opts(s: StackSettings, node: KafkaNode, heap: str) -> list[str]:
     java = Path(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
     if java is None:
         raise StackError("kafka: no java on PATH (and JAVA_HOME unset); Kafka 4 needs Java 17+")
@@ -337,14 +337,19 @@ def _java_opts(s: StackSettings, node: KafkaNode, heap: str) -> list[str]:
 _kafka_setup_lock = threading.Lock()  # a cluster's nodes start in parallel threads; jars and cluster id are shared
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a UUID in URL-safe base64, never starting with '-' (the format tool would read an option)."""
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id
+
+
 def _cluster_id(s: StackSettings) -> str:
     id_file = (s.dir / "kafka" if broker_count(s) == 1 else s.dir / "kafka-cluster") / "cluster.id"
     if not id_file.exists():
-        cluster_id = "-"
-        while cluster_id.startswith("-"):
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         id_file.parent.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(cluster_id + "\n")
+        id_file.write_text(new_cluster_id() + "\n")
     return id_file.read_text().strip()
 
 
@@ -359,11 +364,11 @@ def _kafka_start(s: StackSettings, node: KafkaNode) -> tuple[int, int]:
     if not (node.dir / "data" / "meta.properties").exists():
         t0 = time.monotonic()
         standalone = ["--standalone"] if broker_count(s) == 1 else []
-        cmd = [*_java_opts(s, node, "256m"), "kafka.tools.StorageTool", "format", *standalone, "-g",
+        cmd = [*java_opts(s, node, "256m"), "kafka.tools.StorageTool", "format", *standalone, "-g",
                "-t", cluster_id, "-c", str(props)]  # fmt: skip
         _run(cmd, f"{node.name}: storage format", node.dir / "kafka.out")
         say(f"{node.name}: formatted {node.dir / 'data'} (cluster id {cluster_id}) in {time.monotonic() - t0:.1f} s")
-    cmd = [*_java_opts(s, node, s.kafka_heap), "kafka.Kafka", str(props)]
+    cmd = [*java_opts(s, node, s.kafka_heap), "kafka.Kafka", str(props)]
     return _launch(s, node.name, cmd, node.dir / "kafka.out", cwd=node.dir)
 
 

@@ -5,7 +5,6 @@ Each test gets its own topic names, bucket and database schema, so tests run in 
 """
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -19,6 +18,7 @@ from common.kafka import ensure_topics
 from common.settings import Settings
 from common.storage import build_s3_client, ensure_bucket
 from demo.processes import isolated_env as isolated_env_for
+from tests.helpers import free_ports
 
 ENDPOINT_VARS = (
     "OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS",
@@ -100,18 +100,6 @@ def settings(isolated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> S
     return settings
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct ports that are free on 127.0.0.1 right now (all held open together, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 @pytest.fixture(scope="module")
 def private_stack_settings(request):
     """A second dev stack's settings (a temporary directory, free ports), stopped and removed afterwards; for
@@ -122,7 +110,7 @@ def private_stack_settings(request):
     # must be able to reach its data directory.
     root = Path(tempfile.mkdtemp(prefix="ocrstream-stack-test-"))
     root.chmod(0o755)
-    kafka, controller, s3, metrics, pg = _free_ports(5)
+    kafka, controller, s3, metrics, pg = free_ports(5)
     settings = StackSettings(dir=root / "stack", kafka_port=kafka, kafka_controller_port=controller, s3_port=s3,
                              juicefs_metrics_port=metrics, pg_port=pg, kafka_heap="384m")
 

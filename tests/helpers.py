@@ -1,5 +1,6 @@
 """What several test modules share: counting a batch's rows (and common/kafka's read_topic, re-exported)."""
 import re
+import socket
 
 import psycopg
 
@@ -29,3 +30,15 @@ def file_row_counts(settings: Settings, batch_id: str) -> dict:
 
 def distinctive_phrase(line: str) -> str:
     return re.sub(r"\s+", " ", line).strip()
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports that are free on 127.0.0.1 right now (all held open together, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()

@@ -6,7 +6,6 @@ round trip; a wrong password fails with an authentication error."""
 
 from __future__ import annotations
 
-import base64
 import shutil
 import socket
 import subprocess
@@ -21,25 +20,15 @@ from confluent_kafka import KafkaError
 
 from common.kafka import build_consumer, build_producer, ensure_topics, read_topic
 from common.settings import Settings
-from deploy.devstack import KafkaNode, StackSettings, _java_opts
+from deploy.devstack import KafkaNode, StackSettings, java_opts, new_cluster_id
 from schemas.topics import Topic
+from tests.helpers import free_ports
 
 pytestmark = pytest.mark.stack
 
 USER, PASSWORD = "ocrstream-app", "scram-secret-" + uuid.uuid4().hex[:8]
 STORE_PASSWORD = "keystore-secret"
 START_TIMEOUT_S = 30.0
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -110,35 +99,27 @@ def _wait_listening(port: int, broker: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"private Kafka's SASL_SSL port {port} not open within {START_TIMEOUT_S} s")
 
 
-def _cluster_id() -> str:
-    """A Kafka cluster id: a UUID in URL-safe base64, not starting with '-' (the tool would read it as an option)."""
-    cluster_id = "-"
-    while cluster_id.startswith("-"):
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    return cluster_id
-
-
 @pytest.fixture(scope="module")
 def sasl_kafka() -> Iterator[tuple[str, Path]]:
     """(bootstrap servers of the SASL_SSL listener, CA PEM) of a private broker, stopped and removed afterwards."""
-    libs = StackSettings().dir / "kafka-libs"
+    stack = StackSettings()  # the shared stack's settings: only its jars are used, read-only
+    libs = stack.dir / "kafka-libs"
     assert (libs / ".fetched").exists(), f"no Kafka jars in {libs}: run `ocrstream-stack up` (or fetch-kafka) once"
     root = Path(tempfile.mkdtemp(prefix="ocrstream-kafka-sasl-"))
-    plaintext, controller, sasl = _free_ports(3)
+    plaintext, controller, sasl = free_ports(3)
     node = KafkaNode("kafka-sasl", 1, plaintext, controller, root / "node")
     for sub in ("data", "logs", "tmp"):
         (node.dir / sub).mkdir(parents=True)
     ca, keystore = make_certificates(root / "tls")
     props = node.dir / "server.properties"
     props.write_text(_server_properties(node, sasl, keystore))
-    stack = StackSettings(dir=libs.parent)  # only its jars are used: the classpath of _java_opts
     out = node.dir / "kafka.out"
-    subprocess.run([*_java_opts(stack, node, "256m"), "kafka.tools.StorageTool", "format", "--standalone",
-                    "-t", _cluster_id(), "-c", str(props),
+    subprocess.run([*java_opts(stack, node, "256m"), "kafka.tools.StorageTool", "format", "--standalone",
+                    "-t", new_cluster_id(), "-c", str(props),
                     "--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
                    check=True, stdout=out.open("ab"), stderr=subprocess.STDOUT)
     with out.open("ab") as log:
-        broker = subprocess.Popen([*_java_opts(stack, node, "384m"), "kafka.Kafka", str(props)], cwd=node.dir,
+        broker = subprocess.Popen([*java_opts(stack, node, "384m"), "kafka.Kafka", str(props)], cwd=node.dir,
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_listening(sasl, broker, node.dir / "logs" / "server.log")
