@@ -101,6 +101,15 @@ def _wait_listening(port: int, broker: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"private Kafka's SASL_SSL port {port} not open within {START_TIMEOUT_S} s")
 
 
+def _format(stack: StackSettings, node: KafkaNode, props: Path, out: Path) -> None:
+    """Format the node's storage with the SCRAM user in it (KRaft keeps SCRAM credentials in its metadata log)."""
+    cmd = [*java_opts(stack, node, "256m"), *QUICK_START, "kafka.tools.StorageTool", "format", "--standalone",
+           "-t", new_cluster_id(), "-c", str(props), "--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"]
+    with out.open("ab") as log:
+        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            raise AssertionError(f"kafka storage format failed: {out.read_text()[-3000:]}")
+
+
 @pytest.fixture(scope="module")
 def sasl_kafka() -> Iterator[tuple[str, Path]]:
     """(bootstrap servers of the SASL_SSL listener, CA PEM) of a private broker, stopped and removed afterwards."""
@@ -108,31 +117,30 @@ def sasl_kafka() -> Iterator[tuple[str, Path]]:
     libs = stack.dir / "kafka-libs"
     assert (libs / ".fetched").exists(), f"no Kafka jars in {libs}: run `ocrstream-stack up` (or fetch-kafka) once"
     root = Path(tempfile.mkdtemp(prefix="ocrstream-kafka-sasl-"))
-    plaintext, controller, sasl = free_ports(3)
-    node = KafkaNode("kafka-sasl", 1, plaintext, controller, root / "node")
-    for sub in ("data", "logs", "tmp"):
-        (node.dir / sub).mkdir(parents=True)
-    ca, keystore = make_certificates(root / "tls")
-    props = node.dir / "server.properties"
-    props.write_text(_server_properties(node, sasl, keystore))
-    out = node.dir / "kafka.out"
-    subprocess.run([*java_opts(stack, node, "256m"), *QUICK_START, "kafka.tools.StorageTool", "format", "--standalone",
-                    "-t", new_cluster_id(), "-c", str(props),
-                    "--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
-                   check=True, stdout=out.open("ab"), stderr=subprocess.STDOUT)
-    with out.open("ab") as log:
-        broker = subprocess.Popen([*java_opts(stack, node, "384m"), *QUICK_START, "kafka.Kafka", str(props)], cwd=node.dir,
-                                  stdout=log, stderr=subprocess.STDOUT)
+    broker = None
     try:
+        plaintext, controller, sasl = free_ports(3)
+        node = KafkaNode("kafka-sasl", 1, plaintext, controller, root / "node")
+        for sub in ("data", "logs", "tmp"):
+            (node.dir / sub).mkdir(parents=True)
+        ca, keystore = make_certificates(root / "tls")
+        props = node.dir / "server.properties"
+        props.write_text(_server_properties(node, sasl, keystore))
+        out = node.dir / "kafka.out"
+        _format(stack, node, props, out)
+        with out.open("ab") as log:
+            broker = subprocess.Popen([*java_opts(stack, node, "384m"), *QUICK_START, "kafka.Kafka", str(props)],
+                                      cwd=node.dir, stdout=log, stderr=subprocess.STDOUT)
         _wait_listening(sasl, broker, node.dir / "logs" / "server.log")
         yield f"127.0.0.1:{sasl}", ca
     finally:
-        broker.terminate()
-        try:
-            broker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait()
+        if broker is not None:
+            broker.terminate()
+            try:
+                broker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+                broker.wait()
         shutil.rmtree(root, ignore_errors=True)
 
 
