@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,9 @@ def _render_pdf_page(lines: list[str], font: ImageFont.FreeTypeFont) -> Image.Im
     return canvas
 
 
+_PDF_DATE = time.strptime("2026-01-01", "%Y-%m-%d")  # Pillow writes a struct_time as a PDF date
+
+
 def render_sample_batch(out_dir: Path, images: int = 10, pdf_pages: int = 3, seed: int = 0) -> list[SampleFile]:
     """Render `images` single-page images (every 4th a JPEG) and, if pdf_pages > 0, one PDF of that many pages."""
     rng = random.Random(seed)
@@ -153,7 +157,9 @@ def render_sample_batch(out_dir: Path, images: int = 10, pdf_pages: int = 3, see
         font = ImageFont.truetype(str(FONT_DIR / "NanumGothic.ttf"), 32)
         rendered = [_render_pdf_page(page, font) for page in pages]
         path = out_dir / f"{images + 1:03d}_document.pdf"
-        rendered[0].save(path, "PDF", save_all=True, append_images=rendered[1:], resolution=PDF_DPI)
+        # A fixed date: Pillow stamps the current second otherwise, and the same seed must give the same bytes.
+        rendered[0].save(path, "PDF", save_all=True, append_images=rendered[1:], resolution=PDF_DPI,
+                         creationDate=_PDF_DATE, modDate=_PDF_DATE)
         files.append(SampleFile(path, "application/pdf", [line for page in pages for line in page], pages))
     manifest = {f.path.name: f.lines for f in files}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", "utf-8")
