@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from pgvector.psycopg import register_vector
 
 from bench.report import merge_results
@@ -152,6 +153,12 @@ def load_pages(settings: Settings, tenant: str, pages: int, pages_per_file: int 
                 "index_build_s": round(time.monotonic() - loaded, 1)}
 
 
+def drop_schema(settings: Settings) -> None:
+    """The run's pages and HNSW index are some hundred MB on the shared database: not left behind."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.database_schema)))
+
+
 def measure(base: str, batch_id: str, seconds: int) -> dict:
     status_url = f"{base}/v1/batches/{batch_id}"
     return {
@@ -204,6 +211,7 @@ def main() -> None:
             search = search_load(base, max(args.seconds, 20))
         finally:
             service.stop()
+            drop_schema(settings)
     finally:
         stop_stack(stack, started_stack)  # only what this run started
 
