@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # fonts for the sample batch; prometheus for promtool, which tests the alert rules; chromium and its driver for
 # the console's browser tests (browsers cannot be downloaded here).
 APT_PACKAGES := tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng tesseract-ocr-script-hang tesseract-ocr-osd \
-	libtesseract-dev libleptonica-dev pkg-config fonts-nanum g++ prometheus chromium chromium-driver
+	libtesseract-dev libleptonica-dev pkg-config fonts-nanum g++ prometheus chromium chromium-driver wrk
 PYTEST_ARGS ?=
 
 .PHONY: demo stop test chaos bench bench-quality system-deps venv kafka-jars stack-up stack-down stack-status schemas lint-imports

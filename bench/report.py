@@ -28,7 +28,7 @@ def merge_results(section: str, data: dict, markdown: list[str]) -> None:
     md_path.write_text(text, "utf-8")
 
 
-BENCHMARKS = ("pipeline", "quality", "poison", "sse_idle", "console", "large_batch")  # each `python -m bench.<name>`
+BENCHMARKS = ("pipeline", "quality", "poison", "sse_idle", "console", "large_batch", "status_load")  # each `python -m bench.<name>`
 
 
 def machine() -> dict:
