@@ -206,7 +206,6 @@ class OcrWorker:
         self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
-        self._paused = False  # the assignment paused while a chunk in hand waits (OCR, a broker away)
         self.readiness = Readiness()  # not while the broker is away or no producer can commit
 
     @property
@@ -214,8 +213,7 @@ class OcrWorker:
         return bool(self.readiness)
 
     def run(self, stop: Event) -> None:
-        """The loop. Each chunk: OCR (once it waits, the assignment is paused and polling goes on), one transaction of
-        results + consumed offset, resume."""
+        """The loop. Each chunk: pause, OCR (polling on), one transaction of results + consumed offset, resume."""
         self._stop = stop
         watch_broker(self.readiness, self._settings, stop)
         self._producer = self._start_producer()
@@ -234,6 +232,7 @@ class OcrWorker:
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
             self._current, self._lost = (msg.topic(), msg.partition()), set()
             upcoming = self._peek_next()
+            self._consumer.pause(self._consumer.assignment())
             try:
                 try:
                     self._commit_chunk(msg, self._transform(msg, upcoming and _decoded_chunk(upcoming)))
@@ -246,9 +245,7 @@ class OcrWorker:
                                                                                         **_position(msg)})
             finally:
                 self._current = None
-                if self._paused:  # a resumed partition's fetch restarts on librdkafka's timer: only when needed
-                    self._consumer.resume(self._consumer.assignment())
-                    self._paused = False
+                self._consumer.resume(self._consumer.assignment())
 
     def _peek_next(self) -> Message | None:
         """The record after this one if the consumer already holds it: read and put back (it is taken in its own
@@ -315,8 +312,7 @@ class OcrWorker:
         OCR; a commit whose answer was lost is recognized by the group's committed offset."""
         backoff, in_doubt = 0.5, False
         while True:
-            if self._stop.is_set() or self._current in self._lost:
-                raise ChunkAbandoned("stop requested" if self._stop.is_set() else "partition revoked")
+            self._keep_alive()
             try:
                 if in_doubt and self._committed_past(msg):
                     self.readiness.available("producer")  # the next chunk builds a new one if need be
@@ -400,9 +396,6 @@ class OcrWorker:
         """While a chunk is in hand: poll (group membership, rebalance callbacks) but take no new records."""
         if self._stop.is_set():
             raise ChunkAbandoned("stop requested")
-        if not self._paused:  # first wait of this chunk: poll from now on, but fetch nothing new
-            self._consumer.pause(self._consumer.assignment())
-            self._paused = True
         msg = self._consumer.poll(0)
         if msg is not None and not msg.error():  # from a partition assigned mid-chunk: put it back for later
             self._rewind(msg)
