@@ -140,6 +140,8 @@ class AsyncClient:
                     await response.aread()
                     raise_for_answer(response)
                 async for event in _aparse_sse(response):
+                    if time.monotonic() >= deadline:  # keep-alives alone never end a wait
+                        return
                     status = progress_of(event)
                     last_id = event.id or last_id
                     if status is not None:

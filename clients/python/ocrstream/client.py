@@ -148,6 +148,8 @@ class Client:
                     response.read()
                     raise_for_answer(response)
                 for event in parse_sse(response.iter_lines()):
+                    if time.monotonic() >= deadline:  # keep-alives alone never end a wait
+                        return
                     status = progress_of(event)
                     last_id = event.id or last_id
                     if status is not None:

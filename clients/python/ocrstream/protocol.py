@@ -118,7 +118,8 @@ class ServerSentEvent:
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
-    """Events of a text/event-stream (WHATWG HTML §9.2.6): fields until a blank line; ':' lines are comments."""
+    """Events of a text/event-stream (WHATWG HTML §9.2.6): fields until a blank line; ':' lines are comments,
+    yielded as events named "comment"."""
     event, data, event_id = "message", [], None
     for line in lines:
         line = line.rstrip("\r\n")
@@ -127,8 +128,9 @@ def parse_sse(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
                 yield ServerSentEvent(event, "\n".join(data), event_id)
             event, data = "message", []
             continue
-        if line.startswith(":"):
-            continue  # keep-alive
+        if line.startswith(":"):  # a keep-alive: yielded, so a reader can check its own deadline between events
+            yield ServerSentEvent("comment", line[1:].strip(), None)
+            continue
         name, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if name == "event":
