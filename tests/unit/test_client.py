@@ -153,3 +153,14 @@ def test_progress_figures_prefer_the_server_eta_and_end_at_zero():
     assert progress_figures(running | {"eta_seconds": 7.0}, 5.0) == (2.0, 7.0)
     assert progress_figures(running | {"processed_files": 0}, 5.0) == (None, None)
     assert progress_figures(running | {"status": "completed", "processed_files": 40}, 10.0) == (4.0, 0.0)
+
+
+def test_a_stream_of_keep_alives_alone_ends_at_the_deadline():
+    import itertools
+    import time
+
+    from ocrstream.protocol import lines_until
+
+    deadline = time.monotonic() + 0.2
+    keep_alives = lines_until(itertools.repeat(": ping"), deadline)  # a server that only ever pings
+    assert list(parse_sse(keep_alives)) == [] and time.monotonic() >= deadline

@@ -139,9 +139,7 @@ class AsyncClient:
                 if response.status_code != 200:
                     await response.aread()
                     raise_for_answer(response)
-                async for event in _aparse_sse(response):
-                    if time.monotonic() >= deadline:  # keep-alives alone never end a wait
-                        return
+                async for event in _aparse_sse(response, deadline):
                     status = progress_of(event)
                     last_id = event.id or last_id
                     if status is not None:
@@ -197,10 +195,13 @@ class AsyncClient:
             await asyncio.sleep(self.retry_policy.delay(attempt, response))
 
 
-async def _aparse_sse(response: httpx.Response):
-    """parse_sse over an async line stream: collect lines into events as they arrive."""
+async def _aparse_sse(response: httpx.Response, deadline: float):
+    """parse_sse over an async line stream: collect lines into events as they arrive; stop at the deadline
+    (keep-alives alone never end a wait)."""
     pending: list[str] = []
     async for line in response.aiter_lines():
+        if time.monotonic() >= deadline:
+            return
         pending.append(line)
         if not line:
             for event in parse_sse(pending):

@@ -9,8 +9,8 @@ import httpx
 
 from ocrstream.errors import ApiError, EndpointMissing, Unreachable, WaitTimeout
 from ocrstream.protocol import (
-    TERMINAL_STATUSES, Endpoints, RetryPolicy, close_files, expand_paths, multipart_files, parse_sse, progress_of,
-    raise_for_answer,
+    TERMINAL_STATUSES, Endpoints, RetryPolicy, close_files, expand_paths, lines_until, multipart_files, parse_sse,
+    progress_of, raise_for_answer,
 )
 
 __all__ = ["Client"]
@@ -147,9 +147,7 @@ class Client:
                 if response.status_code != 200:
                     response.read()
                     raise_for_answer(response)
-                for event in parse_sse(response.iter_lines()):
-                    if time.monotonic() >= deadline:  # keep-alives alone never end a wait
-                        return
+                for event in parse_sse(lines_until(response.iter_lines(), deadline)):
                     status = progress_of(event)
                     last_id = event.id or last_id
                     if status is not None:

@@ -117,9 +117,16 @@ class ServerSentEvent:
     id: str | None = None
 
 
+def lines_until(lines: Iterable[str], deadline: float) -> Iterator[str]:
+    """The lines until time.monotonic() reaches the deadline: keep-alive lines alone never end a wait."""
+    for line in lines:
+        if time.monotonic() >= deadline:
+            return
+        yield line
+
+
 def parse_sse(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
-    """Events of a text/event-stream (WHATWG HTML §9.2.6): fields until a blank line; ':' lines are comments,
-    yielded as events named "comment"."""
+    """Events of a text/event-stream (WHATWG HTML §9.2.6): fields until a blank line; ':' lines are comments."""
     event, data, event_id = "message", [], None
     for line in lines:
         line = line.rstrip("\r\n")
@@ -128,9 +135,8 @@ def parse_sse(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
                 yield ServerSentEvent(event, "\n".join(data), event_id)
             event, data = "message", []
             continue
-        if line.startswith(":"):  # a keep-alive: yielded, so a reader can check its own deadline between events
-            yield ServerSentEvent("comment", line[1:].strip(), None)
-            continue
+        if line.startswith(":"):
+            continue  # keep-alive
         name, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if name == "event":
