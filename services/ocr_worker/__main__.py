@@ -13,7 +13,7 @@ from contextlib import ExitStack  # noqa: E402
 
 from common.kafka import build_consumer, build_producer, ensure_topics  # noqa: E402
 from common.observability import configure_logging  # noqa: E402
-from common.runtime import run_until_stopped, stop_on_signals  # noqa: E402
+from common.runtime import Readiness, run_until_stopped, stop_on_signals  # noqa: E402
 from common.storage import ObjectStore  # noqa: E402
 from schemas.batch_events import BatchOptions  # noqa: E402
 from services.ocr_worker.cancellations import CancelledBatches  # noqa: E402
@@ -51,9 +51,10 @@ def build_worker(settings: WorkerSettings, stack: ExitStack) -> OcrWorker:
                                                 **{"enable.partition.eof": True}), settings.topic_batch_events)
     cancelled.start()
     stack.callback(cancelled.stop)
-    ocr = ChunkOcr(settings, ObjectStore(settings), supervisor)
+    readiness = Readiness()
+    ocr = ChunkOcr(settings, ObjectStore(settings), supervisor, readiness)
     stack.callback(ocr.close)
-    return OcrWorker(settings, consumer, new_producer, ocr, cancelled)
+    return OcrWorker(settings, consumer, new_producer, ocr, readiness, cancelled)
 
 
 def main() -> int:

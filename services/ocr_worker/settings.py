@@ -14,7 +14,6 @@ class WorkerSettings(Settings):
     transaction_timeout_ms: int = Field(60000, description="Only produce+commit run inside the transaction, not OCR")
     transaction_call_timeout_s: float = Field(
         15.0, gt=0, description="Each transactional call's wait; a broker away longer is ridden out by retrying")
-    fetch_attempts: int = Field(3, ge=1, description="Tries per file on object-store errors before it fails")
     fetch_concurrency: int = Field(8, ge=1, description="Objects fetched at a time: a chunk's files, and the next "
                                    "chunk's while this one is OCRed")
     prefetch_max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="Bytes of objects held fetched ahead of the "

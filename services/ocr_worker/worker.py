@@ -27,7 +27,7 @@ from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_recor
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   forget_consumer_lag, record_consumer_lag)
 from common.runtime import Readiness
-from common.storage import ObjectMissing, ObjectStore
+from common.storage import STORE_ERRORS, ObjectMissing, ObjectStore
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FailureReason, FileResult, Timings
 from schemas.topics import Topic, UndecodableMessage, decode
@@ -77,8 +77,10 @@ class ChunkOcr:
     """The transform: a ChunkRequested → its outcome. Knows nothing of Kafka; `wait(seconds)` keeps the caller
     alive (and raises to abandon the chunk) whenever this waits."""
 
-    def __init__(self, settings: WorkerSettings, objects: ObjectStore, supervisor: OcrSupervisor) -> None:
+    def __init__(self, settings: WorkerSettings, objects: ObjectStore, supervisor: OcrSupervisor,
+                 readiness: Readiness) -> None:
         self._settings = settings
+        self._readiness = readiness  # not ready while the object store is away
         self._objects = objects
         self._supervisor = supervisor
         self._ahead = ObjectPrefetcher(objects.get_bytes, threads=settings.fetch_concurrency,
@@ -157,10 +159,11 @@ class ChunkOcr:
                            timings=Timings())
 
     def _fetch(self, stored: StoredFile, wait: Callable[[float], None]) -> bytes:
-        """The object's bytes (fetched ahead, or now), checked against the sha256 taken at upload; bounded retries
-        while the store is away."""
-        ahead = self._ahead.take(stored)
-        for attempt in range(1, self._settings.fetch_attempts + 1):
+        """The object's bytes (fetched ahead, or now), checked against the sha256 taken at upload. A store that
+        does not answer is waited out however long it is away (not ready meanwhile): its outage is no file's fault,
+        and failing the files would leave their users to resubmit them."""
+        ahead, backoff = self._ahead.take(stored), 0.5
+        while True:
             try:
                 data = self._fetched(ahead, wait) if ahead is not None else \
                     self._objects.get_bytes(stored.bucket, stored.key)
@@ -168,17 +171,12 @@ class ChunkOcr:
             except ObjectMissing as exc:
                 raise FileFailed(f"the stored object {stored.bucket}/{stored.key} no longer exists; upload the "
                                  "file again", FailureReason.OBJECT_MISSING) from exc
-            except ChunkAbandoned:
-                raise
-            except Exception as exc:  # connection refused, reset, timeouts
-                error = str(exc)
+            except STORE_ERRORS as exc:  # connection refused, reset, timeouts, 5xx
+                self._readiness.wait_for("object_store", error=str(exc)[-500:], file_id=stored.file_id)
             ahead = None  # a failed fetch ahead: the retries fetch here
-            log.warning("object store unavailable", extra={"file_id": stored.file_id, "attempt": attempt,
-                                                           "error": error})
-            if attempt == self._settings.fetch_attempts:
-                raise OcrTryFailed(FailureReason.OBJECT_STORE_UNAVAILABLE,
-                                   f"object store unavailable after {attempt} attempts: {error}")
-            wait(2.0 * attempt)
+            wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+        self._readiness.available("object_store")
         if hashlib.sha256(data).hexdigest() != stored.sha256:
             raise FileFailed("stored object does not match the sha256 recorded at upload; upload the file again",
                              FailureReason.OBJECT_CHANGED)
@@ -194,7 +192,7 @@ class ChunkOcr:
 
 class OcrWorker:
     def __init__(self, settings: WorkerSettings, consumer: Consumer, new_producer: Callable[[], Producer],
-                 ocr: ChunkOcr, cancelled: Container[str] = frozenset()) -> None:
+                 ocr: ChunkOcr, readiness: Readiness, cancelled: Container[str] = frozenset()) -> None:
         self._settings = settings
         self._cancelled = cancelled  # batch ids whose chunks not yet started are skipped
         self._consumer = consumer
@@ -206,7 +204,7 @@ class OcrWorker:
         self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
-        self.readiness = Readiness()  # not while the broker is away or no producer can commit
+        self.readiness = readiness  # not while the broker or the object store is away, or no producer can commit
 
     @property
     def ready(self) -> bool:

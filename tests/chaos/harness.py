@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from PIL import Image, ImageDraw
 
@@ -18,6 +19,7 @@ from common.settings import Settings
 from common.storage import build_s3_client, ensure_bucket
 from demo.processes import ServiceProcess, client_for, isolated_env, running_services
 from ocrstream import Client
+from ocrstream.errors import WaitTimeout
 from tests.helpers import file_row_counts
 
 FULL = os.environ.get("OCRSTREAM_CHAOS_SCALE") == "full"
@@ -50,10 +52,13 @@ def is_ready(service: ServiceProcess) -> bool:
         return False
 
 
-def assert_exactly_once(settings: Settings, client: Client, batch_id: str, total: int) -> dict:
+def assert_exactly_once(pipeline: "Pipeline", batch_id: str, total: int) -> dict:
     """One row per accepted file, intact words and pages, the batch completed, its status equal to Postgres."""
-    final = client.wait(batch_id, timeout=600)
-    rows = file_row_counts(settings, batch_id)
+    try:
+        final = pipeline.client.wait(batch_id, timeout=600)
+    except WaitTimeout as exc:
+        pytest.fail(f"{exc}\n{pipeline.diagnosis(batch_id, total)}")
+    rows = file_row_counts(pipeline.settings, batch_id)
     assert len(rows["by_id"]) == total, "nothing lost: every accepted file has a row"
     assert set(rows["by_id"].values()) == {1}, "nothing duplicated: exactly one row per file"
     assert rows["broken_word_sets"] == [] and rows["orphan_pages"] == 0
@@ -77,6 +82,21 @@ class Pipeline:
         paths = distinct_images(self.files / f"{name}-{uuid.uuid4().hex[:6]}", count)
         accepted = self.client.submit(paths, name=name, chunk_size=2, embeddings=False)
         return accepted["batch_id"], count
+
+    def diagnosis(self, batch_id: str, total: int) -> str:
+        """Where a batch that did not finish stands: its rows, its batches row, and each service's last warnings."""
+        rows = file_row_counts(self.settings, batch_id)
+        with psycopg.connect(self.settings.database_url,
+                             options=f"-c search_path={self.settings.database_schema},public") as conn:
+            batch = conn.execute("SELECT status, succeeded, failed, version, published_version FROM batches "
+                                 "WHERE batch_id = %s", (batch_id,)).fetchone()
+        lines = [f"{len(rows['by_id'])} of {total} files have rows {rows['by_status']}; batches row "
+                 f"(status, succeeded, failed, version, published_version): {batch}"]
+        for service in self.services.values():
+            events = [line for line in service.log_tail(5000).splitlines()
+                      if '"level": "warning"' in line or '"level": "error"' in line or "Traceback" in line]
+            lines += [f"--- {service.name}: its last warnings ---", *events[-25:]]
+        return "\n".join(lines)
 
 
 @contextmanager

@@ -35,6 +35,6 @@ def test_a_broker_killed_mid_batch_and_restarted(private_stack_settings, tmp_pat
         without = persisted_files(pipeline.settings, batch_id)
         wait_for_rows(pipeline.settings, batch_id, min(without + 10, total))  # two brokers carry on
         start_stack(cluster)
-        final = assert_exactly_once(pipeline.settings, pipeline.client, batch_id, total)
+        final = assert_exactly_once(pipeline, batch_id, total)
         assert final["failed"] == 0
         assert {name: s.pid for name, s in pipeline.services.items()} == pids, "no service restarted or exited"

@@ -51,7 +51,7 @@ def test_sigkill_every_service_mid_batch(stack_endpoints, tmp_path, seed):
             accepted = accepted_batches(pipeline.settings)
             assert batch_id in accepted and accepted[batch_id] == total
             for accepted_id, files in accepted.items():
-                assert_exactly_once(pipeline.settings, pipeline.client, accepted_id, files)
+                assert_exactly_once(pipeline, accepted_id, files)
         finally:
             services["notifier"].stop()
     print(f"{KILLS} SIGKILLs; batches accepted: {len(accepted)}; rows of the first: "

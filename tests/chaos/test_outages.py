@@ -42,7 +42,7 @@ def ride_out(pipeline, stack, part: str, not_ready: list) -> None:
     back = time.monotonic()
     for service in not_ready:
         wait_until(lambda: is_ready(service), 120, f"{service.name} ready again by itself after {part} is back")
-    final = assert_exactly_once(pipeline.settings, pipeline.client, batch_id, total)
+    final = assert_exactly_once(pipeline, batch_id, total)
     print(f"{part} down {OUTAGE_S} s: {total} files completed {time.monotonic() - back:.1f} s after its return "
           f"({final['succeeded']} ok, {final['failed']} failed)")
     assert final["failed"] == 0, "an outage fails no file"

@@ -23,7 +23,7 @@ def test_two_pipelines_with_the_same_worker_ids_both_complete(stack_endpoints, t
         batches = [(pipeline, *pipeline.submit(FILES, f"side-by-side-{uuid.uuid4().hex[:4]}"))
                    for pipeline in (first, second)]
         for pipeline, batch_id, total in batches:
-            assert_exactly_once(pipeline.settings, pipeline.client, batch_id, total)
+            assert_exactly_once(pipeline, batch_id, total)
         assert all(s.alive() for s in workers.values()), "no worker was fenced out"
         assert {name: s.pid for name, s in workers.items()} == pids
         assert {name: producers_rebuilt(s) for name, s in workers.items()} == dict.fromkeys(workers, 0), \
