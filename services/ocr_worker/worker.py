@@ -2,17 +2,20 @@
 
 Exactly-once is Kafka's consume-transform-produce transaction: the results and the chunk's consumed offset
 commit together (send_offsets_to_transaction), and the group metadata fences zombie instances.
-OCR runs in a supervised child process before the transaction begins; meanwhile the loop keeps polling with
-its partitions paused, so a slow chunk never runs into max.poll.interval.ms or transaction.timeout.ms.
+OCR runs in a supervised child process before the transaction begins; meanwhile the loop keeps polling, so a slow
+chunk never runs into max.poll.interval.ms or transaction.timeout.ms. Records that polling returns meanwhile are
+held, in order, and taken next; only once a few are held is the assignment paused. (Pausing purges librdkafka's
+fetched records and resuming fetches them again: per chunk, that stall would halve a fast pipeline's rate.)
 Nothing one file or one record does can stop a partition: a file that crashes, hangs or blows memory fails
 alone after its tries; a chunk whose transform keeps raising goes to the DLQ; a broker away is waited out.
-A chunk's objects are fetched concurrently, and the next chunk's (peeked at, then put back) while this one is
-OCRed; only their bytes are fetched ahead, the next chunk itself is taken in its own turn and transaction.
+A chunk's objects are fetched concurrently, and the held chunks' while this one is OCRed; only their bytes are
+fetched ahead, each chunk itself is taken in its own turn and transaction.
 """
 import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Container
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
@@ -44,6 +47,7 @@ FILE_SECONDS = Histogram("ocrstream_worker_file_seconds", "Fetch+decode+OCR+embe
                          buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
 OCR_TRIES_LOST = Counter("ocrstream_worker_ocr_tries_lost_total", "OCR tries lost to a crash, hang or OOM", ["reason"])
 PRODUCERS_REBUILT = Counter("ocrstream_worker_producers_rebuilt_total", "Transactional producers rebuilt in-process")
+HOLD_BEFORE_PAUSE = 4  # records held while a chunk is in hand before the assignment is paused
 
 
 class ChunkAbandoned(Exception):
@@ -202,6 +206,8 @@ class OcrWorker:
         self._stop = Event()
         self._current: tuple[str, int] | None = None  # the partition of the chunk in hand
         self._lost: set[tuple[str, int]] = set()  # revoked or lost while a chunk was in hand
+        self._held: deque[Message] = deque()  # polled, not yet taken: the next chunks, in order
+        self._paused = False
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
         self.readiness = readiness  # not while the broker or the object store is away, or no producer can commit
@@ -219,7 +225,7 @@ class OcrWorker:
                                  on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         while not stop.is_set():
             self._report_lag()
-            msg = self._consumer.poll(0.5)
+            msg = self._held.popleft() if self._held else self._consumer.poll(0.5)
             if msg is None:
                 continue
             if msg.error():
@@ -229,11 +235,10 @@ class OcrWorker:
                 continue
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
             self._current, self._lost = (msg.topic(), msg.partition()), set()
-            upcoming = self._peek_next()
-            self._consumer.pause(self._consumer.assignment())
             try:
                 try:
-                    self._commit_chunk(msg, self._transform(msg, upcoming and _decoded_chunk(upcoming)))
+                    self._keep_alive()  # holds the next record if the consumer has it: its objects are fetched ahead
+                    self._commit_chunk(msg, self._transform(msg))
                 except RecordsRefused as exc:
                     self._commit_chunk(msg, self._failed_records(msg, FailureReason.RESULT_TOO_LARGE, str(exc), 1))
             except ChunkRetry:
@@ -243,20 +248,11 @@ class OcrWorker:
                                                                                         **_position(msg)})
             finally:
                 self._current = None
-                self._consumer.resume(self._consumer.assignment())
+                if self._paused:
+                    self._consumer.resume(self._consumer.assignment())
+                    self._paused = False
 
-    def _peek_next(self) -> Message | None:
-        """The record after this one if the consumer already holds it: read and put back (it is taken in its own
-        turn, like any record), so that its chunk's objects can be fetched while this chunk is OCRed."""
-        msg = self._consumer.poll(0)
-        if msg is None or msg.error():
-            if msg is not None and msg.error().fatal():
-                raise FatalError(msg.error().str())
-            return None
-        self._rewind(msg)
-        return msg
-
-    def _transform(self, msg: Message, upcoming: ChunkRequested | None = None) -> list[Record]:
+    def _transform(self, msg: Message) -> list[Record]:
         """A chunk → its records; an undecodable record or a chunk that keeps raising → the DLQ, its files failed."""
         try:
             chunk: ChunkRequested = decode(Topic.OCR_CHUNKS, msg.value())
@@ -270,7 +266,7 @@ class OcrWorker:
             log.info("chunk of a cancelled batch skipped", extra={"batch_id": chunk.batch_id, **_position(msg)})
             return self._records(msg, chunk, self._ocr.cancelled_chunk(chunk))
         position = (msg.topic(), msg.partition(), msg.offset())
-        self._ocr.prefetch([chunk] if upcoming is None else [chunk, upcoming])
+        self._ocr.prefetch([chunk, *filter(None, map(_decoded_chunk, self._held))])
         try:
             outcome = self._ocr.ocr_chunk(chunk, self._wait)
         except ChunkAbandoned:
@@ -391,13 +387,20 @@ class OcrWorker:
         return committed.offset > msg.offset()
 
     def _keep_alive(self) -> None:
-        """While a chunk is in hand: poll (group membership, rebalance callbacks) but take no new records."""
+        """While a chunk is in hand: poll (group membership, rebalance callbacks); a record polled is held for its
+        turn, and once a few are held the assignment is paused so that polling takes no more."""
         if self._stop.is_set():
             raise ChunkAbandoned("stop requested")
         msg = self._consumer.poll(0)
-        if msg is not None and not msg.error():  # from a partition assigned mid-chunk: put it back for later
-            self._rewind(msg)
-            self._consumer.pause([TopicPartition(msg.topic(), msg.partition())])
+        if msg is not None:
+            if msg.error() and msg.error().fatal():
+                raise FatalError(msg.error().str())
+            if not msg.error():
+                self._held.append(msg)
+        if len(self._held) >= HOLD_BEFORE_PAUSE and not self._paused:
+            # librdkafka resumes each partition after the last record it handed out: the held ones stay next.
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
         if self._current in self._lost:
             raise ChunkAbandoned("partition revoked")
 
@@ -414,22 +417,38 @@ class OcrWorker:
             self._lag_reported_at = time.monotonic()
 
     def _rewind(self, msg: Message) -> None:
+        """Read the partition again from this record (its records held are read again too)."""
+        self._drop_held({(msg.topic(), msg.partition())})
         self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
 
-    # Rebalance callbacks. A partition revoked while its chunk is in hand abandons that chunk: its new owner
-    # redoes it, and this worker's transaction, if it got that far, would be refused by the group anyway.
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _drop_held(self, partitions: set[tuple[str, int]]) -> None:
+        self._held = deque(m for m in self._held if (m.topic(), m.partition()) not in partitions)
+
+    # Rebalance callbacks. A partition revoked while its chunk is in hand abandons that chunk, and its held
+    # records are dropped: its new owner redoes them, and this worker's transaction, if it got that far, would be
+    # refused by the group anyway.
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.readiness.available("start")  # a member of the group now, even if it got no partition
+        consumer.incremental_assign(partitions)
+        # A partition paused when it was lost stays paused when it comes back (librdkafka keeps the flag), and
+        # would never be read again; one assigned while the assignment is paused waits like the rest.
+        if partitions:
+            (consumer.pause if self._paused else consumer.resume)(partitions)
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._lost.update((p.topic, p.partition) for p in partitions)
+        self._forget(partitions)
         forget_consumer_lag(self._settings.worker_group, partitions)
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._lost.update((p.topic, p.partition) for p in partitions)
+        self._forget(partitions)
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in partitions}
+        self._lost |= gone
+        self._drop_held(gone)
 
 
 def _decoded_chunk(msg: Message) -> ChunkRequested | None:
