@@ -1,10 +1,11 @@
 """Kafka client builders, topic bootstrap, delivery checks, EOF tracking and DLQ records."""
 import base64
 import logging
+import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from enum import Enum
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -103,10 +104,14 @@ def message_record(topic: str, key: str | bytes | None, message: MessageModel) -
 
 
 def produce_and_flush(producer: Producer, records: Iterable[Record | tuple[str, bytes | None, bytes]], *,
-                      timeout: float) -> None:
-    """Produce (topic, key, value[, headers]) records and wait for every acknowledgement; DeliveryFailed otherwise."""
+                      timeout: float, spread: Container[str] = ()) -> None:
+    """Produce (topic, key, value[, headers]) records and wait for every acknowledgement; DeliveryFailed otherwise.
+    Records of the `spread` topics go round-robin over the topic's partitions from a random one, not by key: a
+    batch's chunks then fall evenly on the workers (hashing 6 chunk ids over 6 partitions leaves some with 3 and
+    others idle)."""
     failures: list[str] = []
     pending = 0
+    turn = random.randrange(1 << 16)
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         nonlocal pending
@@ -115,10 +120,13 @@ def produce_and_flush(producer: Producer, records: Iterable[Record | tuple[str, 
             failures.append(err.str())
 
     for topic, key, value, *headers in records:
+        where = {}
+        if topic in spread and (count := _partition_count(producer, topic)):
+            where, turn = {"partition": turn % count}, turn + 1
         while True:
             try:
                 producer.produce(topic, value=value, key=key, headers=headers[0] if headers else None,
-                                 on_delivery=on_delivery)
+                                 on_delivery=on_delivery, **where)
                 pending += 1
                 break
             except BufferError:  # local queue full: let deliveries drain, then go on
@@ -129,6 +137,22 @@ def produce_and_flush(producer: Producer, records: Iterable[Record | tuple[str, 
     if failures or pending:
         raise DeliveryFailed(f"{len(failures)} record(s) failed, {pending} unacknowledged after {timeout} s: "
                              f"{failures[:3]}")
+
+
+_partition_counts: dict[str, int] = {}
+
+
+def _partition_count(producer: Producer, topic: str) -> int | None:
+    """The topic's partition count, looked up once per process; None (key hashing) while the broker cannot say."""
+    if topic not in _partition_counts:
+        try:
+            partitions = producer.list_topics(topic, timeout=5).topics[topic].partitions
+        except (KafkaException, KeyError):
+            return None
+        if not partitions:
+            return None
+        _partition_counts[topic] = len(partitions)
+    return _partition_counts[topic]
 
 
 class KafkaErrorKind(Enum):

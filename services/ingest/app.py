@@ -617,7 +617,8 @@ def _announce(producer: Producer, settings: IngestSettings, created: BatchCreate
     records.append(message_record(settings.topic_batch_progress, created.batch_id,
                                   initial_progress(created, len(chunks))))
     try:
-        produce_and_flush(producer, records, timeout=settings.kafka_delivery_timeout_s + _FLUSH_GRACE_S)
+        produce_and_flush(producer, records, timeout=settings.kafka_delivery_timeout_s + _FLUSH_GRACE_S,
+                          spread={settings.topic_ocr_chunks})
     except (DeliveryFailed, KafkaException):
         # Nothing still queued may go out once its objects are deleted. The producer is shared, so this also
         # fails records of concurrent requests; they answer 503 and clean up the same way.

@@ -118,7 +118,8 @@ def _manifest(s3: Minio, settings: IngestSettings, tenant: str, batch_id: str) -
 
 def _send(producer: Producer, settings: IngestSettings, records: list[Record]) -> None:
     try:
-        produce_and_flush(producer, records, timeout=settings.kafka_delivery_timeout_s + 1.0)
+        produce_and_flush(producer, records, timeout=settings.kafka_delivery_timeout_s + 1.0,
+                          spread={settings.topic_ocr_chunks})
     except (DeliveryFailed, KafkaException) as exc:
         raise _unavailable("Kafka did not acknowledge the request", exc) from exc
 

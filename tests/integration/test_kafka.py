@@ -1,12 +1,13 @@
 """The real broker's guarantees that ocrstream builds on: transactions, EOS offsets, compaction."""
 import time
 import uuid
+from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common.kafka import build_consumer, build_producer, ensure_topics
+from common.kafka import build_consumer, build_producer, ensure_topics, produce_and_flush
 from schemas.topics import Topic
 from tests.helpers import read_topic
 
@@ -97,3 +98,13 @@ def test_compacted_topic_keeps_the_latest_value_per_key(settings):
     assert len(records) < 300, f"log cleaner did not compact in 90 s ({len(records)} records)"
     latest = {m.key(): m.value() for m in records}
     assert latest[b"a"] == b"a:200" and latest[b"b"] == b"b:200" and latest[b"c"] == b"c:200"
+
+
+def test_spread_records_fall_evenly_on_every_partition(settings):
+    """A batch's chunks go round-robin over the chunk topic's partitions, whatever their keys hash to."""
+    topic = settings.topic_ocr_chunks  # 3 partitions
+    producer = build_producer(settings, client_id="t")
+    produce_and_flush(producer, [(topic, b"same-key", str(i).encode()) for i in range(9)], timeout=30, spread={topic})
+
+    per_partition = Counter(m.partition() for m in read_topic(settings, topic))
+    assert per_partition == {0: 3, 1: 3, 2: 3}
