@@ -24,7 +24,6 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # as in the worker: before tesserocr loads
 

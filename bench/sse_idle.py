@@ -11,19 +11,16 @@ import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from confluent_kafka import Producer
 
+from bench.environment import bench_run, status_api_process
 from bench.report import merge_results
-from common.kafka import ensure_topics, produce_and_flush
+from common.kafka import produce_and_flush
 from common.settings import Settings
-from demo.processes import ServiceProcess, free_port, isolated_env
-from deploy.devstack import StackSettings, stack_endpoints, start_stack, stop_stack
 from schemas.progress import BatchProgress, BatchStatus
 from schemas.topics import encode
 
@@ -105,27 +102,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--window", type=float, default=30.0, help="idle seconds measured (two 15 s keep-alives)")
     args = parser.parse_args()
-    stack = StackSettings()
-    started_stack = start_stack(stack)
-    run = uuid.uuid4().hex[:8]
-    try:
-        env = isolated_env(stack_endpoints(stack), f"bench{run}")
-        os.environ.update(env)
-        settings = Settings()
-        ensure_topics(settings)
+    with bench_run() as (run, env, settings):
         publish(settings, snapshots(args.streams, 1, run))
-        port = free_port()
-        service = ServiceProcess("status_api", "services.status_api", env | {"OCRSTREAM_HTTP_PORT": str(port)},
-                                 f"http://127.0.0.1:{port}", Path(tempfile.mkdtemp(prefix="ocrstream-bench-sse-")))
-        service.start()
-        try:
-            service.wait_ready()
+        with status_api_process(env, "sse") as (service, port):
             no_streams = cpu_percent(service.pid, args.window)
             result = asyncio.run(measure(args, settings, service.pid, port, run))
-        finally:
-            service.stop()
-    finally:
-        stop_stack(stack, started_stack)  # only what this run started
 
     latencies = result["latencies"]
     added = result["with_streams"] - no_streams

@@ -17,22 +17,17 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import psycopg
 from psycopg import sql
 from pgvector.psycopg import register_vector
 
+from bench.environment import bench_run, status_api_process
 from bench.report import merge_results
 from bench.sse_idle import publish
-from common.db import apply_migrations
-from common.kafka import ensure_topics
 from common.settings import Settings
-from demo.processes import ServiceProcess, free_port, isolated_env
-from deploy.devstack import StackSettings, stack_endpoints, start_stack, stop_stack
 from schemas.progress import BatchProgress, BatchStatus
 
 SECTION = "status_load"
@@ -183,37 +178,22 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
-    stack = StackSettings()
-    started_stack = start_stack(stack)
-    run = uuid.uuid4().hex[:8]
-    try:
-        env = isolated_env(stack_endpoints(stack), f"bench{run}")
-        os.environ.update(env)
-        settings = Settings()
-        ensure_topics(settings)
-        apply_migrations(settings)
+    with bench_run() as (run, env, settings):
         now = datetime.now(timezone.utc)
         batch_id = f"{run}-status"
         publish(settings, [BatchProgress(batch_id=batch_id, tenant="default", status=BatchStatus.PROCESSING,
                                          total_files=100, total_chunks=10, succeeded=40, failed=1, skipped=0,
                                          created_at=now, updated_at=now, version=1)])
         corpus = load_pages(settings, "default", args.pages)
-        port = free_port()
-        service = ServiceProcess("status_api", "services.status_api", env | {"OCRSTREAM_HTTP_PORT": str(port)},
-                                 f"http://127.0.0.1:{port}", Path(tempfile.mkdtemp(prefix="ocrstream-bench-load-")))
-        service.start()
         try:
-            service.wait_ready()
-            base = f"http://127.0.0.1:{port}"
-            wait_for_batch(base, batch_id)
-            status = measure(base, batch_id, args.seconds)
-            search_load(base, 3)  # warm-up: the embedding model and the index pages in memory
-            search = search_load(base, max(args.seconds, 20))
+            with status_api_process(env, "load") as (_service, port):
+                base = f"http://127.0.0.1:{port}"
+                wait_for_batch(base, batch_id)
+                status = measure(base, batch_id, args.seconds)
+                search_load(base, 3)  # warm-up: the embedding model and the index pages in memory
+                search = search_load(base, max(args.seconds, 20))
         finally:
-            service.stop()
             drop_schema(settings)
-    finally:
-        stop_stack(stack, started_stack)  # only what this run started
 
     healthz, get, paced = status["healthz"], status["status"], status["status_paced"]
     figures = {
