@@ -11,7 +11,7 @@ from enum import Enum
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common.errors import DeliveryFailed
+from common.errors import DeliveryFailed, FatalError
 from common.runtime import Readiness
 from common.settings import Settings
 from schemas.dlq import DlqHeader, DlqRecord
@@ -179,6 +179,19 @@ def classify_kafka_error(exc: KafkaException) -> KafkaErrorKind:
         return KafkaErrorKind.RETRIABLE
     # Non-retriable, non-fatal errors inside a transaction leave it in doubt: aborting is always safe.
     return KafkaErrorKind.ABORT
+
+
+def is_record(msg: Message | None) -> bool:
+    """Whether a polled message is a record to process. A consumer error is logged (librdkafka retries by itself),
+    or raised as FatalError when the client is unusable."""
+    if msg is None:
+        return False
+    if (error := msg.error()) is None:
+        return True
+    if error.fatal():
+        raise FatalError(error.str())
+    log.warning("consumer error", extra={"error": error.str()})
+    return False
 
 
 def watch_broker(readiness: Readiness, settings: Settings, stop: threading.Event, every_s: float = 2.0) -> None:

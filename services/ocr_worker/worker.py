@@ -25,8 +25,9 @@ from threading import Event
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Histogram
 
-from common.errors import FatalError, FileFailed
-from common.kafka import KafkaErrorKind, Record, classify_kafka_error, dlq_record, message_record, watch_broker
+from common.errors import FileFailed
+from common.kafka import (KafkaErrorKind, Record, classify_kafka_error, dlq_record, is_record, message_record,
+                          watch_broker)
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   forget_consumer_lag, record_consumer_lag)
 from common.runtime import Readiness
@@ -226,12 +227,7 @@ class OcrWorker:
         while not stop.is_set():
             self._report_lag()
             msg = self._held.popleft() if self._held else self._consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().fatal():
-                    raise FatalError(msg.error().str())
-                log.warning("consumer error", extra={"error": msg.error().str()})
+            if not is_record(msg):
                 continue
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
             self._current, self._lost = (msg.topic(), msg.partition()), set()
@@ -392,11 +388,8 @@ class OcrWorker:
         if self._stop.is_set():
             raise ChunkAbandoned("stop requested")
         msg = self._consumer.poll(0)
-        if msg is not None:
-            if msg.error() and msg.error().fatal():
-                raise FatalError(msg.error().str())
-            if not msg.error():
-                self._held.append(msg)
+        if is_record(msg):
+            self._held.append(msg)
         if len(self._held) >= HOLD_BEFORE_PAUSE and not self._paused:
             # librdkafka resumes each partition after the last record it handed out: the held ones stay next.
             self._consumer.pause(self._consumer.assignment())

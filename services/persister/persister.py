@@ -22,8 +22,8 @@ from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from common.db import watch_database
-from common.errors import DeliveryFailed, FatalError
-from common.kafka import dlq_record, message_record, produce_and_flush, watch_broker
+from common.errors import DeliveryFailed
+from common.kafka import dlq_record, is_record, message_record, produce_and_flush, watch_broker
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   record_consumer_lag)
 from common.runtime import Readiness
@@ -96,10 +96,7 @@ class Persister:
     def _sort(self, messages: list[Message]) -> PolledWork:
         work = PolledWork()
         for msg in messages:
-            if msg.error():
-                if msg.error().fatal():
-                    raise FatalError(msg.error().str())
-                log.warning("consumer error", extra={"error": msg.error().str()})
+            if not is_record(msg):
                 continue
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
             tp = (msg.topic(), msg.partition())
