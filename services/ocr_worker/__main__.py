@@ -32,7 +32,7 @@ def build_worker(settings: WorkerSettings, stack: ExitStack) -> OcrWorker:
                                file_timeout_s=settings.ocr_file_timeout_s,
                                memory_limit_bytes=settings.ocr_memory_limit_mb << 20)
     stack.callback(supervisor.stop)
-    supervisor.start()
+    supervisor.start(spare_ready=True)
     client_id = f"ocr-worker-{settings.worker_id}"
     consumer = build_consumer(settings, group_id=settings.worker_group, client_id=client_id,
                               **{"partition.assignment.strategy": "cooperative-sticky"})

@@ -76,6 +76,7 @@ class OcrTryFailed(OcrstreamError):
 class _Child:
     process: multiprocessing.Process
     conn: Connection
+    ready: bool = False  # its "ready" (models loaded) was received
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -108,10 +109,14 @@ class OcrSupervisor:
     _active: _Child | None = field(default=None, init=False, repr=False)
     _spare: _Child | None = field(default=None, init=False, repr=False)
 
-    def start(self) -> None:
-        """The active child ready (models loaded) and a spare one on its way."""
-        self._active = self._ready(self._spare or self._spawn())
-        self._spare = self._spawn()
+    def start(self, *, spare_ready: bool = False) -> None:
+        """The active child ready (models loaded) and a spare one on its way; with spare_ready, the spare's models
+        loaded too before this returns (at the worker's start: loading them later would compete with the first
+        files for the cores)."""
+        active, self._spare = self._spare or self._spawn(), self._spawn()  # both load their models at once
+        self._active = self._ready(active)
+        if spare_ready:
+            self._spare = self._ready(self._spare)
         log.info("ocr child started", extra={"pid": self._active.process.pid})
 
     def stop(self) -> None:
@@ -136,10 +141,13 @@ class OcrSupervisor:
         return _Child(process, parent_end)
 
     def _ready(self, child: _Child) -> _Child:
+        if child.ready:
+            return child
         if not child.conn.poll(self.start_timeout_s) or child.conn.recv() != "ready":
             reason = child.exit_reason() if not child.alive() else "not ready in time"
             child.kill()
             raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR child did not start ({reason})")
+        child.ready = True
         return child
 
     def recognize(self, task: OcrTask, keep_alive: Callable[[], None]
