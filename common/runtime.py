@@ -1,8 +1,11 @@
-"""Process plumbing for the Kafka workers: a stop event set by SIGTERM/SIGINT, the probe endpoints, the run."""
+"""Process plumbing for the Kafka workers: a stop event set by SIGTERM/SIGINT, the probe endpoints, the run, and
+cyclic garbage collection paused around large polls."""
+import gc
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,6 +13,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from common.errors import FatalError
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: for decoding a poll of large messages. Their models hold no cycles
+    (reference counting frees them), but allocating a million objects at once triggers full collections that
+    walk every one of them again: 1,000 results of 300 words decode in 0.7 s instead of 3 s."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def stop_on_signals() -> threading.Event:

@@ -26,7 +26,7 @@ from common.errors import DeliveryFailed
 from common.kafka import dlq_record, is_record, message_record, produce_and_flush, watch_broker
 from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRANSACTION_SECONDS, TRANSACTIONS,
                                   record_consumer_lag)
-from common.runtime import Readiness
+from common.runtime import Readiness, cyclic_gc_paused
 from schemas.base import INT32_MAX, PageRange
 from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
 from schemas.results import FailureReason, FileResult, FileStatus
@@ -75,9 +75,11 @@ class Persister:
                     self.publish_pending()
                     published_at = time.monotonic()
                 continue
-            work = self._sort(messages)
+            with cyclic_gc_paused():
+                work = self._sort(messages)
             try:
-                resume_at = self._persist(work)
+                with cyclic_gc_paused():
+                    resume_at = self._persist(work)
             except psycopg.OperationalError as exc:  # Postgres away: rewind, wait, retry; nothing is lost
                 log.warning("persisting failed, will retry", extra={"error": str(exc), "backoff_s": backoff})
                 self._rewind(work.first_offsets)
