@@ -82,9 +82,8 @@ def build_consumer(settings: Settings, *, group_id: str, client_id: str, **overr
         "auto.offset.reset": "earliest",
         "session.timeout.ms": 10000,  # broker minimum is 6000 on the dev stack
         "max.poll.interval.ms": 600000,  # OCR of a chunk can take minutes
-        # A partition resumed after a chunk (the worker pauses while it OCRs) waits for the fetch request in flight;
-        # librdkafka's 500 ms default long poll made that up to half a second (pause/resume loop: 504 → 53 ms per
-        # record). The fetcher's own idle wake-up (up to 1 s when every partition was paused) remains.
+        # A partition resumed after a pause waits for the fetch request in flight: librdkafka's 500 ms default
+        # long poll made that up to half a second (the OCR worker pauses only once it holds a few records).
         "fetch.wait.max.ms": 50,
         "fetch.max.bytes": 33554432,
         "max.partition.fetch.bytes": 16777216,
