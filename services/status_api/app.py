@@ -196,12 +196,13 @@ async def get_batch(
         "Long poll: hold the answer up to this many seconds until the version exceeds after_version"))] = None,
     after_version: Annotated[int | None, Query(ge=0, description=(
         "With wait: the version the client holds; default the current one (wait for any change)"))] = None,
-) -> BatchPublic:
+) -> Response:
     progress = _visible(view, tenant, batch_id)
     if wait is not None:
         held = progress.version if after_version is None else after_version
         progress = await wait_for_newer(view, subscriptions, batch_id, held, wait) or progress
-    return batch_public(progress, utc_now())
+    # Serialized here: FastAPI would validate the model it was just built from again (the hottest route).
+    return Response(batch_public(progress, utc_now()).model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get("/batches/{batch_id}/events", response_class=EventSourceResponse,
