@@ -61,6 +61,7 @@ def batch_public(progress: BatchProgress, now: datetime) -> BatchPublic:
         failed=progress.failed,
         skipped=progress.skipped,
         cancelled=progress.cancelled,
+        sealed=progress.sealed,
         percent=percent,
         created_at=progress.created_at,
         started_at=progress.started_at,
