@@ -211,7 +211,7 @@ async def add_batch_files(batch_id: str, request: Request, tenant: TenantDep, se
                           producer: ProducerDep, s3: S3Dep, objects: ObjectsDep, pool: PoolDep,
                           idempotency_key: IdempotencyKey = None) -> JSONResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "multipart/form-data":
+    if media_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise Problem(415, ProblemCode.UNSUPPORTED_MEDIA_TYPE,
                       f"the body is {media_type or 'untyped'}: send the files as multipart/form-data")
     key = _checked_key(idempotency_key)
