@@ -54,7 +54,6 @@ class BatchAccepted(BaseModel):
     status_url: str
     deduplicated: int = Field(0, description="Files linked to an earlier result of the same sha256 and options")
     rejected: list[RejectedFilePublic] = Field([], description="Files that could not be accepted; each ends failed")
-    sealed: bool = Field(True, description="False for a batch created open=true: add files to it, then seal it")
 
 
 class FilesAccepted(BaseModel):

@@ -582,7 +582,7 @@ def _accepted(created: BatchCreated, chunks: list[ChunkRequested], settings: Ing
     return BatchAccepted(
         batch_id=created.batch_id, status=BatchStatus.PENDING, total_files=created.total_files,
         total_chunks=len(chunks), status_url=status_url(settings.status_api_url, created.batch_id),
-        deduplicated=len(created.duplicates), rejected=_rejected_public(refused), sealed=not created.open,
+        deduplicated=len(created.duplicates), rejected=_rejected_public(refused),
     )
 
 
