@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, BinaryIO
 
 import psycopg
@@ -359,14 +360,13 @@ def submit_uploads(uploads: list[UploadFile], fields: BatchCreateFields, *, tena
             def plan(files: list[StoredFile], rejected: list[RejectedFile], duplicates: list[DuplicateFile]):
                 return plan_batch(batch_id, tenant, fields.name, files, chunk_size, options, fields.webhook_url,
                                   rejected=rejected, duplicates=duplicates, open=fields.open)
-            accept = dict(batch_id=batch_id, tenant=tenant, strict=fields.strict, known=known, settings=settings,
-                          producer=producer, s3=s3, objects=objects)
+            accept = partial(accept_batch, uploads, digests, batch_id=batch_id, tenant=tenant, strict=fields.strict,
+                             known=known, settings=settings, producer=producer, s3=s3, objects=objects)
             if fields.open:  # its row in open_batches commits once the batch is announced
                 with lifecycle.transaction(pool) as conn:
-                    accepted = accept_batch(uploads, digests, events_for=lifecycle.recording_open(conn, plan,
-                                                                                                  chunk_size), **accept)
+                    accepted = accept(events_for=lifecycle.recording_open(conn, plan, chunk_size))
             else:
-                accepted = accept_batch(uploads, digests, events_for=plan, **accept)
+                accepted = accept(events_for=plan)
             slot.answer = _accepted(accepted.event, accepted.chunks, settings, accepted.refused)
     return slot.answer
 
@@ -498,10 +498,10 @@ def accept_batch(
     rejected = {i: v for i, v in enumerate(verdicts) if isinstance(v, FileRejected)}
     refused = [RejectedFile(file_id=uuid.uuid4().hex, original_name=_original_name(uploads[i], i), size=digests[i][1],
                             sha256=digests[i][0], error_code=exc.problem, error=str(exc)) for i, exc in rejected.items()]
+    linked = [i for i in range(len(uploads)) if i not in rejected and digests[i][0] in known]
     duplicates = [DuplicateFile(file_id=uuid.uuid4().hex, original_name=_original_name(uploads[i], i),
                                 size=digests[i][1], sha256=digests[i][0], content_type=verdicts[i],
-                                duplicate_of=known[digests[i][0]])
-                  for i in range(len(uploads)) if i not in rejected and digests[i][0] in known]
+                                duplicate_of=known[digests[i][0]]) for i in linked]
     read = [i for i in range(len(uploads)) if i not in rejected and digests[i][0] not in known]
     uploads, content_types = [uploads[i] for i in read], [verdicts[i] for i in read]
 
@@ -518,11 +518,8 @@ def accept_batch(
         _record_and_announce(s3, producer, settings, event, chunks, stored, stored_keys, manifest)
 
     # 6. Accepted.
-    file_ids = dict(zip(rejected, (r.file_id for r in refused)))
-    file_ids |= dict(zip((i for i in range(len(digests)) if i not in rejected and digests[i][0] in known),
-                         (d.file_id for d in duplicates)))
-    file_ids |= dict(zip(read, (f.file_id for f in stored)))
-    return Accepted(event, chunks, [(i, r) for i, r in zip(rejected, refused)], [file_ids[i] for i in range(len(digests))])
+    file_ids = dict(zip([*rejected, *linked, *read], [f.file_id for f in (*refused, *duplicates, *stored)]))
+    return Accepted(event, chunks, list(zip(rejected, refused)), [file_ids[i] for i in sorted(file_ids)])
 
 
 def accept_objects(refs: list[S3ObjectRef], *, batch_id: str, file_ids: list[str] | None, tenant: str,
