@@ -56,9 +56,9 @@ def cancel_batch(batch_id: str, *, tenant: str, settings: IngestSettings, produc
     if status is not BatchStatus.CANCELLED and batch["cancel_requested_at"] is None:
         _send(producer, settings, [message_record(settings.topic_batch_events, batch_id,
                                                   BatchCancelled(batch_id=batch_id, tenant=tenant))])
-        with _database(), pool.connection() as conn:
-            queries.cancel_open_batch(conn, batch_id)
         log.info("cancel requested", extra={"batch_id": batch_id, "tenant": tenant})
+    with _database(), pool.connection() as conn:  # on every answer: a repeat after a 503 here marks it too
+        queries.cancel_open_batch(conn, batch_id)
     return CancelAccepted(batch_id=batch_id, status=status, status_url=status_url(settings.status_api_url, batch_id))
 
 

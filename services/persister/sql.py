@@ -410,10 +410,11 @@ def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
                     count(f.file_id) FILTER (WHERE f.status = 'cancelled') AS cancelled
              FROM batches b LEFT JOIN files f ON f.batch_id = b.batch_id
              WHERE b.batch_id = ANY(%(ids)s) GROUP BY b.batch_id),
-           done AS (SELECT c.*, c.succeeded + c.failed + c.skipped + c.cancelled >= b.total_files
-                                  AND b.total_files > 0 AND (b.sealed OR b.cancel_requested_at IS NOT NULL) AS all_in,
-                        c.succeeded + c.failed + c.skipped + c.cancelled AS n
-                    FROM counts c JOIN batches b USING (batch_id))
+           done AS (SELECT *, succeeded + failed + skipped + cancelled AS n FROM counts),
+           -- every file in, and no more to come: sealed, or its cancel asked for
+           ended AS (SELECT d.*, b.total_files > 0 AND d.n >= b.total_files
+                                 AND (b.sealed OR b.cancel_requested_at IS NOT NULL) AS all_in
+                     FROM done d JOIN batches b USING (batch_id))
            UPDATE batches b SET
              succeeded = c.succeeded, failed = c.failed, skipped = c.skipped, cancelled = c.cancelled,
              status = CASE
@@ -428,7 +429,7 @@ def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
                                 WHEN c.all_in THEN coalesce(b.finished_at, now()) END,
              updated_at = now(),
              version = b.version + 1
-           FROM done c WHERE b.batch_id = c.batch_id""",
+           FROM ended c WHERE b.batch_id = c.batch_id""",
         {"ids": list(batch_ids)},
     )
 
