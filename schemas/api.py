@@ -56,6 +56,30 @@ class BatchAccepted(BaseModel):
     rejected: list[RejectedFilePublic] = Field([], description="Files that could not be accepted; each ends failed")
 
 
+class FilesAccepted(BaseModel):
+    """202 answer of POST /v1/batches/{batch_id}/files (headers: Location = status_url, Retry-After)."""
+
+    batch_id: str
+    file_ids: list[str] = Field(description="The id of each file of the request, in request order (rejected and "
+                                "deduplicated ones included)")
+    added_chunks: int
+    total_files: int = Field(description="The batch's files with these")
+    total_chunks: int = Field(description="The batch's chunks with these")
+    status_url: str
+    deduplicated: int = Field(0, description="Files linked to an earlier result of the same sha256 and options")
+    rejected: list[RejectedFilePublic] = Field([], description="Files that could not be accepted; each ends failed")
+
+
+class SealAccepted(BaseModel):
+    """Answer of POST /v1/batches/{batch_id}/seal: 202 when this request sealed it, 200 when it already was."""
+
+    batch_id: str
+    sealed: bool = True
+    total_files: int = Field(description="The batch's final file count")
+    total_chunks: int
+    status_url: str
+
+
 class S3ObjectRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,6 +121,24 @@ class BatchOptionsFields(BaseModel):
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError("webhook_url must be an absolute http:// or https:// URL with a host")
         return value.strip()
+
+
+class BatchCreateFields(BatchOptionsFields):
+    """The form fields of a multipart POST /v1/batches."""
+
+    open: bool = Field(False, description="Leave the batch open: add files with POST /v1/batches/{batch_id}/files "
+                       "(up to max_files_per_open_batch in all), then POST /v1/batches/{batch_id}/seal; it completes "
+                       "only once sealed")
+
+
+class FilesAddFields(BaseModel):
+    """The form fields of POST /v1/batches/{batch_id}/files besides the files (the batch keeps its options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dedupe: bool = Field(True, description="Link files already OCRed with the batch's options (same sha256) to that "
+                         "result instead of reading them again")
+    strict: bool = Field(False, description="Refuse the whole request (422/415) if any file cannot be accepted")
 
 
 class S3BatchCreate(BatchOptionsFields):
@@ -155,6 +197,7 @@ class BatchPublic(BaseModel):
     failed: int
     skipped: int
     cancelled: int = 0
+    sealed: bool = Field(True, description="False while files may still be added; an open batch never completes")
     percent: float = Field(ge=0, le=100)
     created_at: datetime | None
     started_at: datetime | None
@@ -313,11 +356,13 @@ class ProblemCode(StrEnum):
     INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"  # 400
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # 409: same key, different request
     BATCH_FINISHED = "batch_finished"  # 409: cancel of a completed or failed batch
-    BATCH_CANCELLED = "batch_cancelled"  # 409: retry of a cancelled batch
+    BATCH_CANCELLED = "batch_cancelled"  # 409: retry, addition or seal of a cancelled batch
     BATCH_NOT_FINISHED = "batch_not_finished"  # 409: retry before the batch has finished
+    BATCH_SEALED = "batch_sealed"  # 409: files added to a batch that is sealed (or was never open)
     NOTHING_TO_RETRY = "nothing_to_retry"  # 409: no failed file to run again
     REQUEST_TOO_LARGE = "request_too_large"  # 413: body over max_request_bytes
     TOO_MANY_FILES = "too_many_files"  # 413: more files than max_files_per_batch
+    BATCH_FULL = "batch_full"  # 413: the files would take an open batch over max_files_per_open_batch
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # 415: body neither multipart/form-data nor JSON
     UNSUPPORTED_TYPE = "unsupported_type"  # 415: strict, or no file at all, of a supported type
     INVALID_REQUEST = "invalid_request"  # 422: a field is invalid; `errors` lists each

@@ -64,6 +64,8 @@ class BatchCreated(Message):
     rejected: list[RejectedFile] = Field([], description="Counted in total_files, in no chunk: they end failed")
     duplicates: list[DuplicateFile] = Field([], description="Counted in total_files, in no chunk: they end with "
                                             "the earlier result's copy")
+    open: bool = Field(False, description="Files may still be added (BatchFilesAdded) until BatchSealed; the batch "
+                       "completes only once sealed")
     created_at: datetime = Field(default_factory=utc_now)
 
 
@@ -85,4 +87,30 @@ class BatchRetryRequested(Message):
     requested_at: datetime = Field(default_factory=utc_now)
 
 
-BatchEvent = Annotated[BatchCreated | BatchCancelled | BatchRetryRequested, Field(discriminator="type")]
+class BatchFilesAdded(Message):
+    """Files added to an open batch: their chunks follow this event (in ocr.chunks); the totals are absolute."""
+
+    type: Literal["batch_files_added"] = "batch_files_added"
+    batch_id: str
+    tenant: str
+    total_files: int = Field(ge=1, description="The batch's files once this addition is counted")
+    total_chunks: int = Field(ge=0, description="The batch's chunks once this addition is counted")
+    chunks: list[ChunkLayout] = Field(description="The added files' chunks; their numbering continues the batch's")
+    rejected: list[RejectedFile] = Field([], description="Added files refused at ingest: they end failed")
+    duplicates: list[DuplicateFile] = Field([], description="Added files linked to an earlier result")
+    added_at: datetime = Field(default_factory=utc_now)
+
+
+class BatchSealed(Message):
+    """No file can be added any more: the batch completes once each of its total_files has a result."""
+
+    type: Literal["batch_sealed"] = "batch_sealed"
+    batch_id: str
+    tenant: str
+    total_files: int = Field(ge=1, description="The batch's final file count")
+    total_chunks: int = Field(ge=0)
+    sealed_at: datetime = Field(default_factory=utc_now)
+
+
+BatchEvent = Annotated[BatchCreated | BatchCancelled | BatchRetryRequested | BatchFilesAdded | BatchSealed,
+                       Field(discriminator="type")]

@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, TypeAdapter
 
 from schemas import api
-from schemas.batch_events import BatchCancelled, BatchCreated, BatchEvent, BatchRetryRequested
+from schemas.batch_events import (BatchCancelled, BatchCreated, BatchEvent, BatchFilesAdded, BatchRetryRequested,
+                                  BatchSealed)
 from schemas.chunks import ChunkRequested
 from schemas.dlq import DlqRecord
 from schemas.progress import BatchProgress
@@ -20,11 +21,15 @@ CONTRACTS: dict[str, type[BaseModel] | TypeAdapter] = {
     "batch_events.BatchCreated": BatchCreated,
     "batch_events.BatchCancelled": BatchCancelled,
     "batch_events.BatchRetryRequested": BatchRetryRequested,
+    "batch_events.BatchFilesAdded": BatchFilesAdded,
+    "batch_events.BatchSealed": BatchSealed,
     "chunks.ChunkRequested": ChunkRequested,
     "results.FileResult": FileResult,
     "progress.BatchProgress": BatchProgress,
     "dlq.DlqRecord": DlqRecord,
     "api.BatchAccepted": api.BatchAccepted,
+    "api.FilesAccepted": api.FilesAccepted,
+    "api.SealAccepted": api.SealAccepted,
     "api.BatchPublic": api.BatchPublic,
     "api.BatchesPublic": api.BatchesPublic,
     "api.FileResultPublic": api.FileResultPublic,

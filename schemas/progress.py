@@ -36,6 +36,8 @@ class BatchProgress(Message):
     cancelled: int = Field(0, ge=0, description="Files never read because the batch was cancelled first")
     cancel_requested: bool = Field(False, description="A cancel was asked for; the batch ends cancelled once "
                                    "its running chunks finish")
+    sealed: bool = Field(True, description="False while the batch is open (files may still be added); it "
+                         "completes only once sealed")
     created_at: datetime | None = None
     started_at: datetime | None = None
     updated_at: datetime

@@ -11,7 +11,10 @@ POST /v1/batches, top to bottom (the API key and the body size were checked befo
   4. Plan the chunks; produce BatchCreated, then every ChunkRequested, and wait for every acknowledgement.
   5. If step 3 or 4 fails, delete what step 3 stored and answer 503: nothing was accepted, retry.
   6. Answer 202 with the batch id, Location (the status URL) and Retry-After.
-Cancel and retry (lifecycle.py) and S3 events (s3_events.py) are plain functions the routes below call.
+POST /v1/batches/{batch_id}/files adds files to an open batch (created with open=true) the same way: steps 1-6
+with the batch's options, its row in open_batches locked meanwhile (lifecycle.addition); .../seal seals it.
+Cancel, retry, additions' bookkeeping and seal (lifecycle.py) and S3 events (s3_events.py) are plain functions
+the routes below call.
 """
 import hashlib
 import io
@@ -22,6 +25,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, BinaryIO
 
 import psycopg
@@ -47,9 +52,10 @@ from common.http import TenantDep, probe_router
 from common.kafka import build_producer, message_record, produce_and_flush
 from common.observability import RequestMetrics
 from common.storage import STORE_ERRORS, ObjectStore, build_s3_client, ensure_bucket
-from schemas.api import (BatchAccepted, BatchOptionsFields, CancelAccepted, ProblemCode, RejectedFilePublic,
-                         RetryAccepted, RetryCreate, S3BatchCreate, S3EventsAccepted, S3ObjectRef)
-from schemas.batch_events import BatchCreated, BatchOptions, DuplicateFile, RejectedFile
+from schemas.api import (BatchAccepted, BatchCreateFields, BatchOptionsFields, CancelAccepted, FilesAccepted,
+                         FilesAddFields, ProblemCode, RejectedFilePublic, RetryAccepted, RetryCreate, S3BatchCreate,
+                         S3EventsAccepted, S3ObjectRef, SealAccepted)
+from schemas.batch_events import BatchCreated, BatchFilesAdded, BatchOptions, DuplicateFile, RejectedFile
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.progress import BatchStatus
 from services.ingest import lifecycle, queries, s3_events
@@ -126,18 +132,17 @@ _TOO_LARGE = (413, ProblemCode.REQUEST_TOO_LARGE, "the body is over max_request_
 _INVALID = (422, ProblemCode.INVALID_REQUEST, "a field is invalid; `errors` lists each")
 _UNAVAILABLE = (503, ProblemCode.UNAVAILABLE, "Kafka, the object store or Postgres unavailable; nothing changed, retry")
 _NO_BATCH = (404, ProblemCode.BATCH_NOT_FOUND, "no such batch for this API key's tenant")
+_CANCELLED = (409, ProblemCode.BATCH_CANCELLED, "the batch was cancelled")
 
-_CREATE_ERRORS = problem_responses(
+# What a request with files can be answered besides 202: POST /v1/batches and .../files.
+_UPLOAD_ERRORS = (
     (400, ProblemCode.INVALID_MULTIPART, "the multipart body cannot be parsed (the reason is named)"),
-    (400, ProblemCode.INVALID_JSON, "the JSON body cannot be parsed"),
     (400, ProblemCode.INVALID_IDEMPOTENCY_KEY, f"Idempotency-Key empty, over {_IDEMPOTENCY_KEY_CHARS} characters "
                                                "or not printable ASCII"),
     _AUTH,
-    (403, ProblemCode.S3_ACCESS_DENIED, "an object or prefix outside the tenant's s3_sources"),
     (409, ProblemCode.IDEMPOTENCY_KEY_REUSED, "the Idempotency-Key was used for a different request"),
     _TOO_LARGE,
     (413, ProblemCode.TOO_MANY_FILES, "more files or objects than max_files_per_batch"),
-    (415, ProblemCode.UNSUPPORTED_MEDIA_TYPE, "the body is neither multipart/form-data nor application/json"),
     (415, ProblemCode.UNSUPPORTED_TYPE, "strict=true (or every file refused) and every refused file is of an "
                                         "unsupported type; `errors` lists each"),
     _INVALID,
@@ -145,11 +150,18 @@ _CREATE_ERRORS = problem_responses(
     (422, ProblemCode.INVALID_FILES, "strict=true (or every file refused): `errors` lists each file and why"),
     _UNAVAILABLE,
 )
+_CREATE_ERRORS = problem_responses(
+    *_UPLOAD_ERRORS,
+    (400, ProblemCode.INVALID_JSON, "the JSON body cannot be parsed"),
+    (403, ProblemCode.S3_ACCESS_DENIED, "an object or prefix outside the tenant's s3_sources"),
+    (413, ProblemCode.BATCH_FULL, "open=true with more files than max_files_per_open_batch"),
+    (415, ProblemCode.UNSUPPORTED_MEDIA_TYPE, "the body is neither multipart/form-data nor application/json"),
+)
 
 _MULTIPART_SCHEMA = {"type": "object", "required": ["files"], "properties": {
     "files": {"type": "array", "items": {"type": "string", "format": "binary"},
               "description": "The files, in order; repeat the field once per file"},
-    **BatchOptionsFields.model_json_schema()["properties"]}}
+    **BatchCreateFields.model_json_schema()["properties"]}}
 _CREATE_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
     "application/json": {"schema": {"$ref": "#/components/schemas/S3BatchCreate"}},
@@ -168,7 +180,7 @@ async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDe
     if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await _read_form(request, settings)
         try:
-            uploads, fields = _multipart_batch(form)
+            uploads, fields = _multipart_batch(form, BatchCreateFields)
             accepted = await run_in_threadpool(submit_uploads, uploads, fields, objects=objects, **clients)
         finally:
             await form.close()
@@ -181,6 +193,50 @@ async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDe
                       "application/json (S3 objects or a prefix)")
     SECONDS_TO_ACCEPT.observe(time.perf_counter() - started)
     return _accepted_response(accepted, settings)
+
+
+_ADD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"], "properties": {
+        "files": _MULTIPART_SCHEMA["properties"]["files"], **FilesAddFields.model_json_schema()["properties"]}}}}}}
+
+
+@router.post("/batches/{batch_id}/files", status_code=202, response_model=FilesAccepted, openapi_extra=_ADD_BODY,
+             operation_id="add_batch_files",
+             summary="Add files to an open batch (created with open=true), with the batch's options",
+             responses=problem_responses(
+                 *_UPLOAD_ERRORS, _NO_BATCH, _CANCELLED,
+                 (409, ProblemCode.BATCH_SEALED, "the batch is sealed, or was never open"),
+                 (413, ProblemCode.BATCH_FULL, "the batch would hold more files than max_files_per_open_batch"),
+                 (415, ProblemCode.UNSUPPORTED_MEDIA_TYPE, "the body is not multipart/form-data")))
+async def add_batch_files(batch_id: str, request: Request, tenant: TenantDep, settings: SettingsDep,
+                          producer: ProducerDep, s3: S3Dep, objects: ObjectsDep, pool: PoolDep,
+                          idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise Problem(415, ProblemCode.UNSUPPORTED_MEDIA_TYPE,
+                      f"the body is {media_type or 'untyped'}: send the files as multipart/form-data")
+    key = _checked_key(idempotency_key)
+    form = await _read_form(request, settings)
+    try:
+        uploads, fields = _multipart_batch(form, FilesAddFields)
+        accepted = await run_in_threadpool(add_uploads, batch_id, uploads, fields, tenant=tenant, settings=settings,
+                                           producer=producer, s3=s3, objects=objects, pool=pool,
+                                           idempotency_key=key)
+    finally:
+        await form.close()
+    return _accepted_response(accepted, settings)
+
+
+@router.post("/batches/{batch_id}/seal", status_code=202, response_model=SealAccepted, operation_id="seal_batch",
+             summary="Seal an open batch (idempotent: 202 when this request sealed it, 200 when it already was); "
+                     "it completes once every file has a result",
+             responses=problem_responses(_AUTH, _NO_BATCH, _CANCELLED, _UNAVAILABLE))
+def seal_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
+               ) -> JSONResponse:
+    answer, sealed_now = lifecycle.seal_batch(batch_id, tenant=tenant, settings=settings, producer=producer,
+                                              pool=pool)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if sealed_now else 200,
+                        headers={"Location": answer.status_url})
 
 
 @router.delete("/batches/{batch_id}", status_code=202, response_model=CancelAccepted, operation_id="cancel_batch",
@@ -249,10 +305,10 @@ async def _read_form(request: Request, settings: IngestSettings) -> FormData:
         raise Problem(400, ProblemCode.INVALID_MULTIPART, reason) from exc
 
 
-def _multipart_batch(form: FormData) -> tuple[list[UploadFile], BatchOptionsFields]:
+def _multipart_batch(form: FormData, model: type[BaseModel]) -> tuple[list[UploadFile], Any]:
     uploads = [part for part in form.getlist("files") if isinstance(part, UploadFile)]
     fields = {name: value for name, value in form.multi_items() if name != "files" and isinstance(value, str)}
-    return uploads, _validated(BatchOptionsFields, fields)
+    return uploads, _validated(model, fields)
 
 
 def _parsed(model: type[BaseModel], body: bytes) -> Any:
@@ -280,29 +336,63 @@ def _checked_key(key: str | None) -> str | None:
     return key
 
 
-def _accepted_response(accepted: BatchAccepted, settings: IngestSettings) -> JSONResponse:
+def _accepted_response(accepted: BatchAccepted | FilesAccepted, settings: IngestSettings) -> JSONResponse:
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202,
                         headers={"Location": accepted.status_url, "Retry-After": str(settings.accepted_retry_after_s)})
 
 
 # ---- submitting: uploads or S3 objects, under an Idempotency-Key ---------------------------------------------------
 
-def submit_uploads(uploads: list[UploadFile], fields: BatchOptionsFields, *, tenant: str, settings: IngestSettings,
+def submit_uploads(uploads: list[UploadFile], fields: BatchCreateFields, *, tenant: str, settings: IngestSettings,
                    producer: Producer, s3: Minio, objects: ObjectStore, pool: ConnectionPool,
                    idempotency_key: str | None) -> BatchAccepted:
     chunk_size = _check_request(len(uploads), fields, settings)
+    if fields.open:
+        lifecycle.check_room(0, len(uploads), settings)
     options = _batch_options(fields, settings)
     digests = [_digest(upload.file) for upload in uploads]
-    fingerprint = request_fingerprint({"fields": fields.model_dump(mode="json"),
-                                       "files": [[_original_name(u, i), d[0]] for i, (u, d) in
-                                                 enumerate(zip(uploads, digests))]})
+    fingerprint = request_fingerprint({"fields": fields.model_dump(mode="json"), "files": _named(uploads, digests)})
     known = _earlier_results(pool, tenant, {d[0] for d in digests}, options) if fields.dedupe else {}
-    with _idempotent(pool, tenant, idempotency_key, fingerprint, settings) as slot:
+    with _idempotent(pool, tenant, idempotency_key, fingerprint, settings, BatchAccepted) as slot:
         if slot.answer is None:
-            slot.answer = accept_batch(uploads, digests, tenant=tenant, name=fields.name, chunk_size=chunk_size,
-                                       options=options, strict=fields.strict, known=known, settings=settings,
-                                       producer=producer, s3=s3, objects=objects, webhook_url=fields.webhook_url)
+            batch_id = uuid.uuid4().hex
+
+            def plan(files: list[StoredFile], rejected: list[RejectedFile], duplicates: list[DuplicateFile]):
+                return plan_batch(batch_id, tenant, fields.name, files, chunk_size, options, fields.webhook_url,
+                                  rejected=rejected, duplicates=duplicates, open=fields.open)
+            accept = partial(accept_batch, uploads, digests, batch_id=batch_id, tenant=tenant, strict=fields.strict,
+                             known=known, settings=settings, producer=producer, s3=s3, objects=objects)
+            if fields.open:  # its row in open_batches commits once the batch is announced
+                with lifecycle.transaction(pool) as conn:
+                    accepted = accept(events_for=lifecycle.recording_open(conn, plan, chunk_size))
+            else:
+                accepted = accept(events_for=plan)
+            slot.answer = _accepted(accepted.event, accepted.chunks, settings, accepted.refused)
     return slot.answer
+
+
+def add_uploads(batch_id: str, uploads: list[UploadFile], fields: FilesAddFields, *, tenant: str,
+                settings: IngestSettings, producer: Producer, s3: Minio, objects: ObjectStore, pool: ConnectionPool,
+                idempotency_key: str | None) -> FilesAccepted:
+    """Files added to the tenant's open batch: steps 1-6 with the batch's options, under its lock."""
+    _check_file_count(len(uploads), settings)
+    digests = [_digest(upload.file) for upload in uploads]
+    fingerprint = request_fingerprint({"batch_id": batch_id, "fields": fields.model_dump(mode="json"),
+                                       "files": _named(uploads, digests)})
+    with _idempotent(pool, tenant, idempotency_key, fingerprint, settings, FilesAccepted) as slot:
+        if slot.answer is None:
+            with lifecycle.addition(pool, tenant, batch_id, len(uploads), settings) as (options, events_for, part):
+                known = _earlier_results(pool, tenant, {d[0] for d in digests}, options) if fields.dedupe else {}
+                accepted = accept_batch(uploads, digests, batch_id=batch_id, tenant=tenant, strict=fields.strict,
+                                        known=known, settings=settings, producer=producer, s3=s3, objects=objects,
+                                        events_for=events_for, manifest=part)
+            slot.answer = _files_accepted(accepted, settings)
+    return slot.answer
+
+
+def _named(uploads: list[UploadFile], digests: list[tuple[str, int, bytes]]) -> list[list[str]]:
+    """Each file's name and sha256: what an Idempotency-Key binds of the files."""
+    return [[_original_name(u, i), d[0]] for i, (u, d) in enumerate(zip(uploads, digests))]
 
 
 def submit_objects(body: S3BatchCreate, *, tenant: str, settings: IngestSettings, producer: Producer, s3: Minio,
@@ -314,7 +404,7 @@ def submit_objects(body: S3BatchCreate, *, tenant: str, settings: IngestSettings
     if refused is not None:
         raise Problem(403, ProblemCode.S3_ACCESS_DENIED, f"s3://{refused} is outside what this API key may read")
     fingerprint = request_fingerprint(body.model_dump(mode="json"))
-    with _idempotent(pool, tenant, idempotency_key, fingerprint, settings) as slot:
+    with _idempotent(pool, tenant, idempotency_key, fingerprint, settings, BatchAccepted) as slot:
         if slot.answer is None:
             refs = body.objects if body.objects is not None else _listed(s3, body, settings)
             slot.answer = accept_objects(refs, batch_id=uuid.uuid4().hex, file_ids=None, tenant=tenant, fields=body,
@@ -333,12 +423,12 @@ def _listed(s3: Minio, body: S3BatchCreate, settings: IngestSettings) -> list[S3
 
 
 class _Slot:
-    answer: BatchAccepted | None = None
+    answer: BaseModel | None = None
 
 
 @contextmanager
-def _idempotent(pool: ConnectionPool, tenant: str, key: str | None, fingerprint: str, settings: IngestSettings
-                ) -> Iterator[_Slot]:
+def _idempotent(pool: ConnectionPool, tenant: str, key: str | None, fingerprint: str, settings: IngestSettings,
+                answer_type: type[BaseModel]) -> Iterator[_Slot]:
     """Without a key, a slot to fill. With one: a lock on (tenant, key) held until the answer is stored, so a
     concurrent repeat waits and then answers the same; a stored answer comes back filled in; a stored different
     request is 409. A failed request stores nothing, so its retry runs afresh."""
@@ -354,7 +444,7 @@ def _idempotent(pool: ConnectionPool, tenant: str, key: str | None, fingerprint:
                 if stored[0] != fingerprint:
                     raise Problem(409, ProblemCode.IDEMPOTENCY_KEY_REUSED,
                                   "this Idempotency-Key was used for a different request; use a new key")
-                slot.answer = BatchAccepted.model_validate(stored[1])
+                slot.answer = answer_type.model_validate(stored[1])
                 log.info("idempotent repeat answered", extra={"batch_id": slot.answer.batch_id, "tenant": tenant})
                 yield slot
                 return
@@ -376,33 +466,42 @@ def _earlier_results(pool: ConnectionPool, tenant: str, sha256s: set[str], optio
 
 # ---- accepting: steps 1-6 -----------------------------------------------------------------------------------------
 
+@dataclass
+class Accepted:
+    """What accept_batch announced, and each refused file with its index in the request."""
+
+    event: BatchCreated | BatchFilesAdded
+    chunks: list[ChunkRequested]
+    refused: list[tuple[int, RejectedFile]]
+    file_ids: list[str]  # every file's, in request order
+
+
 def accept_batch(
     uploads: list[UploadFile],
     digests: list[tuple[str, int, bytes]],
     *,
+    batch_id: str,
     tenant: str,
-    name: str,
-    chunk_size: int,
-    options: BatchOptions,
     strict: bool,
     known: dict[str, str],
     settings: IngestSettings,
     producer: Producer,
     s3: Minio,
     objects: ObjectStore,
-    webhook_url: str | None = None,
-) -> BatchAccepted:
-    """Steps 1 and 3-6 of the module docstring. Raises Problem; on any failure nothing stays stored."""
+    events_for: lifecycle.EventsFor,
+    manifest: int = 0,
+) -> Accepted:
+    """Steps 1 and 3-5 of the module docstring, for a new batch or an addition (events_for plans which; manifest
+    is the manifest part the stored files are listed in). Raises Problem; on any failure nothing stays stored."""
     # 1. Sort the files: refused (failed unread), duplicates (linked), the rest stored and read.
-    batch_id = uuid.uuid4().hex
     verdicts = _check_files(uploads, digests, settings, strict)
     rejected = {i: v for i, v in enumerate(verdicts) if isinstance(v, FileRejected)}
     refused = [RejectedFile(file_id=uuid.uuid4().hex, original_name=_original_name(uploads[i], i), size=digests[i][1],
                             sha256=digests[i][0], error_code=exc.problem, error=str(exc)) for i, exc in rejected.items()]
+    linked = [i for i in range(len(uploads)) if i not in rejected and digests[i][0] in known]
     duplicates = [DuplicateFile(file_id=uuid.uuid4().hex, original_name=_original_name(uploads[i], i),
                                 size=digests[i][1], sha256=digests[i][0], content_type=verdicts[i],
-                                duplicate_of=known[digests[i][0]])
-                  for i in range(len(uploads)) if i not in rejected and digests[i][0] in known]
+                                duplicate_of=known[digests[i][0]]) for i in linked]
     read = [i for i in range(len(uploads)) if i not in rejected and digests[i][0] not in known]
     uploads, content_types = [uploads[i] for i in read], [verdicts[i] for i in read]
 
@@ -415,13 +514,12 @@ def accept_batch(
             raise _nothing_accepted("the object store failed while storing the files", exc) from exc
 
         # 4. Announce the batch. (5. Any exception out of this block deletes what step 3 stored.)
-        created, chunks = plan_batch(batch_id, tenant, name, stored, chunk_size, options, webhook_url,
-                                     rejected=refused, duplicates=duplicates)
-        _record_and_announce(s3, producer, settings, created, chunks, stored, stored_keys)
+        event, chunks = events_for(stored, refused, duplicates)
+        _record_and_announce(s3, producer, settings, event, chunks, stored, stored_keys, manifest)
 
     # 6. Accepted.
-    indexes = {r.file_id: i for i, r in zip(rejected, refused)}
-    return _accepted(created, chunks, settings, [(indexes[r.file_id], r) for r in refused])
+    file_ids = dict(zip([*rejected, *linked, *read], [f.file_id for f in (*refused, *duplicates, *stored)]))
+    return Accepted(event, chunks, list(zip(rejected, refused)), [file_ids[i] for i in sorted(file_ids)])
 
 
 def accept_objects(refs: list[S3ObjectRef], *, batch_id: str, file_ids: list[str] | None, tenant: str,
@@ -454,10 +552,11 @@ def accept_objects(refs: list[S3ObjectRef], *, batch_id: str, file_ids: list[str
     return _accepted(created, chunks, settings, refused)
 
 
-def _record_and_announce(s3: Minio, producer: Producer, settings: IngestSettings, created: BatchCreated,
-                         chunks: list[ChunkRequested], stored: list[StoredFile], stored_keys: list[str]) -> None:
-    """The manifest (what a retry runs again), then the events; 503 if either fails."""
-    key = manifest_key(created.tenant, created.batch_id)
+def _record_and_announce(s3: Minio, producer: Producer, settings: IngestSettings,
+                         event: BatchCreated | BatchFilesAdded, chunks: list[ChunkRequested],
+                         stored: list[StoredFile], stored_keys: list[str], manifest: int = 0) -> None:
+    """The manifest part (what a retry runs again), then the events; 503 if either fails."""
+    key = manifest_key(event.tenant, event.batch_id, manifest)
     stored_keys.append(key)
     data = json.dumps([f.model_dump(mode="json") for f in stored]).encode()
     try:
@@ -465,7 +564,7 @@ def _record_and_announce(s3: Minio, producer: Producer, settings: IngestSettings
     except _STORE_ERRORS as exc:
         raise _nothing_accepted("the object store failed while storing the batch manifest", exc) from exc
     try:
-        _announce(producer, settings, created, chunks)
+        _announce(producer, settings, event, chunks)
     except (DeliveryFailed, KafkaException) as exc:
         raise _nothing_accepted("Kafka did not acknowledge the batch", exc) from exc
 
@@ -473,20 +572,42 @@ def _record_and_announce(s3: Minio, producer: Producer, settings: IngestSettings
 def _accepted(created: BatchCreated, chunks: list[ChunkRequested], settings: IngestSettings,
               refused: list[tuple[int, RejectedFile]]) -> BatchAccepted:
     BATCHES_ACCEPTED.inc()
-    FILES_ACCEPTED.inc(created.total_files - len(refused) - len(created.duplicates))
-    FILES_DEDUPLICATED.inc(len(created.duplicates))
-    for _, r in refused:
-        FILES_REFUSED.labels(r.error_code.value).inc()
+    _count_files(created.total_files, created.duplicates, refused)
     log.info("batch accepted", extra={"batch_id": created.batch_id, "tenant": created.tenant,
                                       "files": created.total_files, "chunks": len(chunks), "refused": len(refused),
-                                      "deduplicated": len(created.duplicates)})
+                                      "deduplicated": len(created.duplicates), "open": created.open})
     return BatchAccepted(
         batch_id=created.batch_id, status=BatchStatus.PENDING, total_files=created.total_files,
         total_chunks=len(chunks), status_url=status_url(settings.status_api_url, created.batch_id),
-        deduplicated=len(created.duplicates),
-        rejected=[RejectedFilePublic(index=i, file=r.original_name, file_id=r.file_id, code=r.error_code,
-                                     reason=r.error) for i, r in refused],
+        deduplicated=len(created.duplicates), rejected=_rejected_public(refused),
     )
+
+
+def _files_accepted(accepted: Accepted, settings: IngestSettings) -> FilesAccepted:
+    added = accepted.event
+    _count_files(len(accepted.file_ids), added.duplicates, accepted.refused)
+    log.info("files added", extra={"batch_id": added.batch_id, "tenant": added.tenant,
+                                   "files": len(accepted.file_ids), "chunks": len(accepted.chunks),
+                                   "total_files": added.total_files, "refused": len(accepted.refused),
+                                   "deduplicated": len(added.duplicates)})
+    return FilesAccepted(
+        batch_id=added.batch_id, file_ids=accepted.file_ids, added_chunks=len(accepted.chunks),
+        total_files=added.total_files, total_chunks=added.total_chunks,
+        status_url=status_url(settings.status_api_url, added.batch_id), deduplicated=len(added.duplicates),
+        rejected=_rejected_public(accepted.refused),
+    )
+
+
+def _count_files(files: int, duplicates: list[DuplicateFile], refused: list[tuple[int, RejectedFile]]) -> None:
+    FILES_ACCEPTED.inc(files - len(refused) - len(duplicates))
+    FILES_DEDUPLICATED.inc(len(duplicates))
+    for _, r in refused:
+        FILES_REFUSED.labels(r.error_code.value).inc()
+
+
+def _rejected_public(refused: list[tuple[int, RejectedFile]]) -> list[RejectedFilePublic]:
+    return [RejectedFilePublic(index=i, file=r.original_name, file_id=r.file_id, code=r.error_code, reason=r.error)
+            for i, r in refused]
 
 
 # ---- step 1: checks ----------------------------------------------------------------------------------------------
@@ -508,10 +629,7 @@ def _batch_options(fields: BatchOptionsFields, settings: IngestSettings) -> Batc
 
 def _check_request(file_count: int, fields: BatchOptionsFields, settings: IngestSettings) -> int:
     """The chunk size to use, once the request as a whole may go on."""
-    if not file_count:
-        raise Problem(422, ProblemCode.NO_FILES, "no files: send one or more 'files' parts")
-    if file_count > settings.max_files_per_batch:
-        raise _too_many_files(str(file_count), settings)
+    _check_file_count(file_count, settings)
     chunk_size = fields.chunk_size or min(settings.default_chunk_size, settings.max_chunk_size)
     if chunk_size > settings.max_chunk_size:
         raise Problem(422, ProblemCode.INVALID_REQUEST, f"chunk_size: at most {settings.max_chunk_size}",
@@ -520,9 +638,17 @@ def _check_request(file_count: int, fields: BatchOptionsFields, settings: Ingest
     return chunk_size
 
 
+def _check_file_count(file_count: int, settings: IngestSettings) -> None:
+    if not file_count:
+        raise Problem(422, ProblemCode.NO_FILES, "no files: send one or more 'files' parts")
+    if file_count > settings.max_files_per_batch:
+        raise _too_many_files(str(file_count), settings)
+
+
 def _too_many_files(count: str, settings: IngestSettings) -> Problem:
-    return Problem(413, ProblemCode.TOO_MANY_FILES, f"{count} files; a batch holds at most "
-                   f"{settings.max_files_per_batch}: split the upload into several batches")
+    return Problem(413, ProblemCode.TOO_MANY_FILES, f"{count} files; a request holds at most "
+                   f"{settings.max_files_per_batch}: split the upload into several batches, or create an open "
+                   "batch (open=true) and add the rest to it")
 
 
 def _check_files(uploads: list[UploadFile], digests: list[tuple[str, int, bytes]], settings: IngestSettings,
@@ -609,13 +735,15 @@ def _store_file(objects: ObjectStore, bucket: str, prefix: str, file_id: str, up
                       content_type=content_type, original_name=_original_name(upload, index))
 
 
-def _announce(producer: Producer, settings: IngestSettings, created: BatchCreated, chunks: list[ChunkRequested]) -> None:
-    """BatchCreated first, then every chunk, in one flush: the batch is known before any of its results.
-    Its 'pending' progress snapshot goes too, so the status URL in the 202 answers at once."""
-    records = [message_record(settings.topic_batch_events, created.batch_id, created)]
+def _announce(producer: Producer, settings: IngestSettings, event: BatchCreated | BatchFilesAdded,
+              chunks: list[ChunkRequested]) -> None:
+    """BatchCreated (or BatchFilesAdded) first, then every chunk, in one flush. A new batch's 'pending' progress
+    snapshot goes too, so the status URL in the 202 answers at once."""
+    records = [message_record(settings.topic_batch_events, event.batch_id, event)]
     records += [message_record(settings.topic_ocr_chunks, chunk.chunk_id, chunk) for chunk in chunks]
-    records.append(message_record(settings.topic_batch_progress, created.batch_id,
-                                  initial_progress(created, len(chunks))))
+    if isinstance(event, BatchCreated):
+        records.append(message_record(settings.topic_batch_progress, event.batch_id,
+                                      initial_progress(event, len(chunks))))
     try:
         produce_and_flush(producer, records, timeout=settings.kafka_delivery_timeout_s + _FLUSH_GRACE_S,
                           spread={settings.topic_ocr_chunks})

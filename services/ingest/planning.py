@@ -10,14 +10,14 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from schemas.base import utc_now
-from schemas.batch_events import BatchCreated, BatchOptions, ChunkLayout, DuplicateFile, RejectedFile
+from schemas.batch_events import BatchCreated, BatchFilesAdded, BatchOptions, ChunkLayout, DuplicateFile, RejectedFile
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.progress import BatchProgress, BatchStatus
 from schemas.results import FailureReason
 
 __all__ = [
     "MAX_FILE_NAME_CHARS", "SNIFF_BYTES", "FileRejected", "accepted_content_type", "check_size", "chunk_id_for", "file_id_for",
-    "initial_progress", "languages_problem", "location_allowed", "manifest_key", "plan_batch", "plan_retry", "request_fingerprint",
+    "initial_progress", "languages_problem", "location_allowed", "manifest_key", "plan_addition", "plan_batch", "plan_retry", "request_fingerprint",
     "s3_event_objects", "sniff_content_type", "status_url",
 ]
 
@@ -91,9 +91,10 @@ def plan_batch(
     webhook_url: str | None = None,
     rejected: list[RejectedFile] = (),
     duplicates: list[DuplicateFile] = (),
+    open: bool = False,
 ) -> tuple[BatchCreated, list[ChunkRequested]]:
     """Split stored files, in upload order, into chunks of chunk_size; the BatchCreated lists the layout, and
-    the rejected and duplicate files that end without a chunk."""
+    the rejected and duplicate files that end without a chunk. An open batch may grow (plan_addition)."""
     if not (files or rejected or duplicates):
         raise ValueError("a batch needs at least one file")
     if chunk_size < 1:
@@ -110,9 +111,27 @@ def plan_batch(
         webhook_url=webhook_url,
         rejected=list(rejected),
         duplicates=list(duplicates),
+        open=open,
         created_at=now,
     )
     return created, chunks
+
+
+def plan_addition(batch_id: str, tenant: str, options: BatchOptions, files: list[StoredFile], chunk_size: int, *,
+                  files_before: int, chunks_before: int, rejected: list[RejectedFile] = (),
+                  duplicates: list[DuplicateFile] = ()) -> tuple[BatchFilesAdded, list[ChunkRequested]]:
+    """Files added to an open batch that held files_before files in chunks_before chunks: their chunks continue
+    the batch's numbering, and the event carries the batch's new absolute totals."""
+    if not (files or rejected or duplicates):
+        raise ValueError("an addition needs at least one file")
+    now = utc_now()
+    chunks = _chunks(batch_id, tenant, options, files, chunk_size, now, attempt=1, first_index=chunks_before)
+    added = BatchFilesAdded(
+        batch_id=batch_id, tenant=tenant, total_files=files_before + len(files) + len(rejected) + len(duplicates),
+        total_chunks=chunks_before + len(chunks),
+        chunks=[ChunkLayout(chunk_id=c.chunk_id, file_count=len(c.files)) for c in chunks],
+        rejected=list(rejected), duplicates=list(duplicates), added_at=now)
+    return added, chunks
 
 
 def plan_retry(batch_id: str, tenant: str, options: BatchOptions, files: list[StoredFile], chunk_size: int,
@@ -122,12 +141,12 @@ def plan_retry(batch_id: str, tenant: str, options: BatchOptions, files: list[St
 
 
 def _chunks(batch_id: str, tenant: str, options: BatchOptions, files: list[StoredFile], chunk_size: int, now,
-            *, attempt: int) -> list[ChunkRequested]:
+            *, attempt: int, first_index: int = 0) -> list[ChunkRequested]:
     prefix = batch_id if attempt == 1 else f"{batch_id}.r{attempt}"
     return [
         ChunkRequested(batch_id=batch_id, chunk_id=chunk_id_for(prefix, index), tenant=tenant, attempt=attempt,
                        options=options, files=files[start : start + chunk_size], requested_at=now)
-        for index, start in enumerate(range(0, len(files), chunk_size))
+        for index, start in enumerate(range(0, len(files), chunk_size), start=first_index)
     ]
 
 
@@ -135,9 +154,10 @@ def status_url(base: str, batch_id: str) -> str:
     return f"{base.rstrip('/')}/v1/batches/{batch_id}"
 
 
-def manifest_key(tenant: str, batch_id: str) -> str:
-    """Where a batch's StoredFiles are kept in ingest's bucket: what a retry runs again."""
-    return f"{tenant}/{batch_id}/manifest.json"
+def manifest_key(tenant: str, batch_id: str, part: int = 0) -> str:
+    """Where a batch's StoredFiles are kept in ingest's bucket: what a retry runs again. Part 0 holds the files
+    the batch was created with; part n those of the nth addition to an open batch."""
+    return f"{tenant}/{batch_id}/manifest{f'.{part}' if part else ''}.json"
 
 
 def languages_problem(languages: str, installed: list[str]) -> str | None:

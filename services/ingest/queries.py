@@ -19,8 +19,9 @@ def lock(conn: Connection, *parts: str) -> None:
 def find_batch(conn: Connection, tenant: str, batch_id: str) -> dict | None:
     """The tenant's batch; None for another tenant's or an unknown one (the same 404 for both)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT batch_id, status, total_files, options, finished_at, cancel_requested_at"
-                           " FROM batches WHERE batch_id = %s AND tenant = %s", (batch_id, tenant)).fetchone()
+        return cur.execute("SELECT batch_id, status, total_files, total_chunks, options, finished_at,"
+                           " cancel_requested_at FROM batches WHERE batch_id = %s AND tenant = %s",
+                           (batch_id, tenant)).fetchone()
 
 
 def earlier_results(conn: Connection, tenant: str, sha256s: Iterable[str], options: BatchOptions) -> dict[str, str]:
@@ -54,6 +55,43 @@ def add_retry(conn: Connection, batch_id: str, file_ids: list[str]) -> int:
            SELECT %(b)s, greatest((SELECT max(attempt) FROM files WHERE batch_id = %(b)s),
                                   (SELECT max(attempt) FROM batch_retries WHERE batch_id = %(b)s), 1) + 1, %(ids)s
            RETURNING attempt""", {"b": batch_id, "ids": file_ids}).fetchone()[0]
+
+
+# --- open batches ----------------------------------------------------------------------------------------
+def add_open_batch(conn: Connection, batch_id: str, tenant: str, options: BatchOptions, chunk_size: int,
+                   total_files: int, total_chunks: int) -> None:
+    conn.execute("INSERT INTO open_batches (batch_id, tenant, options, chunk_size, total_files, total_chunks)"
+                 " VALUES (%s, %s, %s, %s, %s, %s)",
+                 (batch_id, tenant, Jsonb(options.model_dump()), chunk_size, total_files, total_chunks))
+
+
+def find_open_batch(conn: Connection, tenant: str, batch_id: str) -> dict | None:
+    """The tenant's batch created open (sealed or not), locked until the transaction ends; None otherwise."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM open_batches WHERE batch_id = %s AND tenant = %s FOR UPDATE",
+                           (batch_id, tenant)).fetchone()
+
+
+def record_addition(conn: Connection, batch_id: str, total_files: int, total_chunks: int) -> None:
+    """The batch's new totals, and one more manifest (the addition's)."""
+    conn.execute("UPDATE open_batches SET total_files = %s, total_chunks = %s, manifests = manifests + 1"
+                 " WHERE batch_id = %s", (total_files, total_chunks, batch_id))
+
+
+def seal_open_batch(conn: Connection, batch_id: str) -> None:
+    conn.execute("UPDATE open_batches SET sealed_at = coalesce(sealed_at, now()) WHERE batch_id = %s", (batch_id,))
+
+
+def cancel_open_batch(conn: Connection, batch_id: str) -> None:
+    """No file may be added to a batch whose cancel was sent (a no-op for a batch never open)."""
+    conn.execute("UPDATE open_batches SET cancelled_at = coalesce(cancelled_at, now()) WHERE batch_id = %s",
+                 (batch_id,))
+
+
+def manifest_count(conn: Connection, batch_id: str) -> int:
+    """How many manifests the batch has: one, plus one per addition to an open batch."""
+    row = conn.execute("SELECT manifests FROM open_batches WHERE batch_id = %s", (batch_id,)).fetchone()
+    return row[0] if row else 1
 
 
 # --- Idempotency-Key ---------------------------------------------------------------------------------------

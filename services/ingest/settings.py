@@ -11,7 +11,11 @@ class IngestSettings(Settings):
     status_api_url: str = Field("http://127.0.0.1:8001", description="Base of the status_url answered with each batch")
     default_chunk_size: int = Field(10, ge=1, description="Files per OCR chunk when the client names none")
     max_chunk_size: int = Field(500, ge=1)
-    max_files_per_batch: int = Field(10_000, ge=1, description="Files (or S3 objects) one request may hold")
+    max_files_per_batch: int = Field(
+        10_000, ge=1, description="Files (or S3 objects) one request may hold: a new batch, or an addition to an "
+        "open one")
+    max_files_per_open_batch: int = Field(
+        100_000, ge=1, description="Files an open batch (open=true) may grow to across requests")
     max_file_bytes: int = Field(100 * MIB, ge=1)
     cors_origins: list[str] = Field(
         default_factory=list, description='Browser origins that may call this API, as a JSON list, e.g. '

@@ -33,14 +33,15 @@ def owed_deliveries(progress: BatchProgress, milestone_percent: int) -> list[Owe
     """The terminal notification of a finished batch, or the highest milestone a running batch has passed.
 
     Nothing without a webhook_url, and nothing for pending batches. Only the highest milestone passed is
-    owed: a snapshot that jumps from 10 % to 80 % announces 75 %, not 25, 50 and 75 after the fact.
+    owed: a snapshot that jumps from 10 % to 80 % announces 75 %, not 25, 50 and 75 after the fact. An open
+    batch passes none: its total still grows.
     """
     if not progress.webhook_url:
         return []
     percent = _percent(progress)
     if progress.status in TERMINAL_STATUSES:
         return [_delivery(progress, f"batch.{progress.status.value}", None, percent, "terminal")]
-    if milestone_percent <= 0 or progress.total_files == 0:
+    if milestone_percent <= 0 or progress.total_files == 0 or not progress.sealed:
         return []
     milestone = int(percent // milestone_percent) * milestone_percent
     if milestone <= 0 or milestone >= 100:  # 100 % is the terminal event's to announce

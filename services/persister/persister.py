@@ -28,7 +28,7 @@ from common.observability import (MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED, TRA
                                   record_consumer_lag)
 from common.runtime import Readiness, cyclic_gc_paused
 from schemas.base import INT32_MAX, PageRange
-from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
+from schemas.batch_events import BatchCancelled, BatchCreated, BatchFilesAdded, BatchRetryRequested, BatchSealed
 from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, UndecodableMessage, decode, encode
 from services.persister import sql
@@ -184,6 +184,11 @@ class Persister:
         elif isinstance(message, BatchCreated):
             sql.upsert_batch_created(conn, message)
             sql.settle_files_at_creation(conn, message)  # rejected and deduplicated files end here, unread
+        elif isinstance(message, BatchFilesAdded):
+            sql.grow_batch(conn, message)
+            sql.settle_files_at_creation(conn, message)
+        elif isinstance(message, BatchSealed):
+            sql.grow_batch(conn, message)
         elif isinstance(message, BatchCancelled):
             sql.mark_cancel_requested(conn, message)
         elif isinstance(message, BatchRetryRequested):

@@ -15,6 +15,7 @@ def progress_from_row(row: dict) -> BatchProgress:
         skipped=row["skipped"],
         cancelled=row["cancelled"],
         cancel_requested=row["cancel_requested_at"] is not None,
+        sealed=row["sealed"],
         created_at=row["created_at"],
         started_at=row["started_at"],
         updated_at=row["updated_at"],

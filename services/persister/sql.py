@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
-from schemas.batch_events import BatchCancelled, BatchCreated, BatchRetryRequested
+from schemas.batch_events import BatchCancelled, BatchCreated, BatchFilesAdded, BatchRetryRequested, BatchSealed
 from schemas.dlq import DlqRecord
 from schemas.results import INGEST_ENGINE, FailureReason, FileResult, FileStatus
 from schemas.topics import encode
@@ -120,13 +120,25 @@ def store_offsets(conn: Connection, group_id: str, next_offsets: dict[tuple[str,
 # --- batch events ------------------------------------------------------------------------------------------
 def upsert_batch_created(conn: Connection, event: BatchCreated) -> None:
     conn.execute(
-        """INSERT INTO batches (batch_id, tenant, name, total_files, total_chunks, options, webhook_url, created_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        """INSERT INTO batches (batch_id, tenant, name, total_files, total_chunks, options, webhook_url, created_at,
+             sealed)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (batch_id) DO UPDATE SET name = excluded.name, total_files = excluded.total_files,
              total_chunks = excluded.total_chunks, options = excluded.options,
-             webhook_url = excluded.webhook_url, created_at = excluded.created_at""",
+             webhook_url = excluded.webhook_url, created_at = excluded.created_at, sealed = excluded.sealed""",
         (event.batch_id, event.tenant, event.name, event.total_files, len(event.chunks),
-         Jsonb(event.options.model_dump()), event.webhook_url, event.created_at),
+         Jsonb(event.options.model_dump()), event.webhook_url, event.created_at, not event.open),
+    )
+
+
+def grow_batch(conn: Connection, event: BatchFilesAdded | BatchSealed) -> None:
+    """The open batch's absolute totals (never lowered), and sealed once BatchSealed says so. BatchCreated came
+    first on the same partition, so the row exists; results of the added files may have come before this."""
+    conn.execute(
+        """UPDATE batches SET total_files = greatest(total_files, %s), total_chunks = greatest(total_chunks, %s),
+             sealed = sealed OR %s
+           WHERE batch_id = %s AND tenant = %s""",
+        (event.total_files, event.total_chunks, isinstance(event, BatchSealed), event.batch_id, event.tenant),
     )
 
 
@@ -156,9 +168,10 @@ def mark_retry_requested(conn: Connection, event: BatchRetryRequested) -> int:
     ).rowcount
 
 
-def settle_files_at_creation(conn: Connection, event: BatchCreated) -> None:
-    """The batch's rejected files as failed rows, and its duplicates as copies of the earlier ok result (row,
-    pages, words); a duplicate whose original is gone fails (duplicate_missing). Replays change nothing."""
+def settle_files_at_creation(conn: Connection, event: BatchCreated | BatchFilesAdded) -> None:
+    """The batch's (or addition's) rejected files as failed rows, and its duplicates as copies of the earlier ok
+    result (row, pages, words); a duplicate whose original is gone fails (duplicate_missing). Replays change
+    nothing."""
     if not (event.rejected or event.duplicates):
         return
     batch = {"batch_id": event.batch_id, "tenant": event.tenant, "chunk_id": f"{event.batch_id}.ingest",
@@ -386,7 +399,8 @@ def _vector_text(embedding: list[float] | None) -> str | None:
 # --- batch accounting --------------------------------------------------------------------------------------
 def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
     """Absolute counts and the status they imply, and a new version, for every touched batch. A failed row that
-    waits for a retry is not counted; a batch whose cancel was asked for ends 'cancelled' once all files are in."""
+    waits for a retry is not counted; a batch whose cancel was asked for ends 'cancelled' once all files are in;
+    an open batch (not sealed) may still grow, so it finishes only that way."""
     conn.execute(
         """WITH counts AS (
              SELECT b.batch_id,
@@ -396,22 +410,26 @@ def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
                     count(f.file_id) FILTER (WHERE f.status = 'cancelled') AS cancelled
              FROM batches b LEFT JOIN files f ON f.batch_id = b.batch_id
              WHERE b.batch_id = ANY(%(ids)s) GROUP BY b.batch_id),
-           done AS (SELECT *, succeeded + failed + skipped + cancelled AS n FROM counts)
+           done AS (SELECT *, succeeded + failed + skipped + cancelled AS n FROM counts),
+           -- every file in, and no more to come: sealed, or its cancel asked for
+           ended AS (SELECT d.*, b.total_files > 0 AND d.n >= b.total_files
+                                 AND (b.sealed OR b.cancel_requested_at IS NOT NULL) AS all_in
+                     FROM done d JOIN batches b USING (batch_id))
            UPDATE batches b SET
              succeeded = c.succeeded, failed = c.failed, skipped = c.skipped, cancelled = c.cancelled,
              status = CASE
                WHEN b.status = 'cancelled' THEN 'cancelled'
-               WHEN b.total_files > 0 AND c.n >= b.total_files THEN CASE
+               WHEN c.all_in THEN CASE
                  WHEN b.cancel_requested_at IS NOT NULL THEN 'cancelled'
                  WHEN c.failed = b.total_files THEN 'failed' ELSE 'completed' END
                WHEN c.n > 0 OR b.status <> 'pending' THEN 'processing'
                ELSE 'pending' END,
              started_at = CASE WHEN c.n > 0 THEN coalesce(b.started_at, now()) END,
              finished_at = CASE WHEN b.status = 'cancelled' THEN b.finished_at
-                                WHEN b.total_files > 0 AND c.n >= b.total_files THEN coalesce(b.finished_at, now()) END,
+                                WHEN c.all_in THEN coalesce(b.finished_at, now()) END,
              updated_at = now(),
              version = b.version + 1
-           FROM done c WHERE b.batch_id = c.batch_id""",
+           FROM ended c WHERE b.batch_id = c.batch_id""",
         {"ids": list(batch_ids)},
     )
 

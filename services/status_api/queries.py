@@ -64,8 +64,8 @@ def batches(conn: Connection, tenant: str, *, limit: int, cursor: BatchCursor | 
         rows = cur.execute(
             """
             SELECT batch_id, tenant, name, status, total_files, total_chunks, succeeded, failed, skipped, cancelled,
-                   cancel_requested_at IS NOT NULL AS cancel_requested, created_at, started_at, updated_at,
-                   finished_at, version
+                   cancel_requested_at IS NOT NULL AS cancel_requested, sealed, created_at, started_at,
+                   updated_at, finished_at, version
             FROM batches
             WHERE tenant = %(tenant)s AND created_at IS NOT NULL
               AND (%(status)s::text IS NULL OR status = %(status)s::text)

@@ -61,6 +61,7 @@ def batch_public(progress: BatchProgress, now: datetime) -> BatchPublic:
         failed=progress.failed,
         skipped=progress.skipped,
         cancelled=progress.cancelled,
+        sealed=progress.sealed,
         percent=percent,
         created_at=progress.created_at,
         started_at=progress.started_at,
@@ -72,7 +73,8 @@ def batch_public(progress: BatchProgress, now: datetime) -> BatchPublic:
 
 
 def _eta_seconds(progress: BatchProgress, now: datetime) -> float | None:
-    """Seconds to completion, or None when unknown (nothing processed yet, no total, no start) or finished.
+    """Seconds to completion, or None when unknown (nothing processed yet, no total, no start; an open batch,
+    which ends only after its seal) or finished.
 
     A simple average rate over the whole run: rate = processed / (updated_at - created_at). Measured from
     acceptance, not from started_at (the first persisted result): that would leave the first chunk's OCR time
@@ -81,7 +83,7 @@ def _eta_seconds(progress: BatchProgress, now: datetime) -> float | None:
     snapshots. A smoothed (exponentially weighted) rate replaces this later.
     """
     processed = progress.processed_files
-    if progress.status in TERMINAL_STATUSES or progress.finished_at is not None:
+    if progress.status in TERMINAL_STATUSES or progress.finished_at is not None or not progress.sealed:
         return None
     since = progress.created_at or progress.started_at
     if processed == 0 or progress.total_files == 0 or since is None:

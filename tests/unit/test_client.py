@@ -164,3 +164,43 @@ def test_a_stream_of_keep_alives_alone_ends_at_the_deadline():
     deadline = time.monotonic() + 0.2
     keep_alives = lines_until(itertools.repeat(": ping"), deadline)  # a server that only ever pings
     assert list(parse_sse(keep_alives)) == [] and time.monotonic() >= deadline
+
+
+def test_an_open_batch_is_submitted_grown_and_sealed(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG" + b"a" * 100)
+    (tmp_path / "b.png").write_bytes(b"\x89PNG" + b"b" * 100)
+    seen: list[tuple[str, str, bytes]] = []
+
+    def ingest(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.content))
+        if request.url.path.endswith("/seal"):
+            return httpx.Response(200 if len(seen) > 3 else 202, json={"batch_id": "b1", "sealed": True})
+        return httpx.Response(202, json={"batch_id": "b1", "file_ids": ["f"]})
+
+    with Client("http://h", api_key="k", retry=NO_WAIT, transport=httpx.MockTransport(ingest)) as client:
+        assert client.submit([tmp_path / "a.png"], keep_open=True)["batch_id"] == "b1"
+        assert client.add_files("b1", [tmp_path / "b.png"])["file_ids"] == ["f"]
+        assert client.seal("b1")["sealed"] is True
+        assert client.seal("b1")["sealed"] is True  # already sealed: 200
+
+    assert [(m, p) for m, p, _ in seen] == [("POST", "/v1/batches"), ("POST", "/v1/batches/b1/files"),
+                                            ("POST", "/v1/batches/b1/seal"), ("POST", "/v1/batches/b1/seal")]
+    assert b'name="open"\r\n\r\ntrue' in seen[0][2] and b"b.png" in seen[1][2] and b'name="open"' not in seen[1][2]
+
+
+def test_the_async_client_grows_and_seals_an_open_batch_too(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG" + b"a" * 100)
+    paths: list[str] = []
+
+    def ingest(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(202, json={"batch_id": "b1"})
+
+    async def run() -> None:
+        async with AsyncClient("http://h", api_key="k", retry=NO_WAIT, transport=httpx.MockTransport(ingest)) as c:
+            await c.submit([tmp_path / "a.png"], keep_open=True)
+            await c.add_files("b1", [tmp_path / "a.png"])
+            await c.seal("b1")
+
+    asyncio.run(run())
+    assert paths == ["/v1/batches", "/v1/batches/b1/files", "/v1/batches/b1/seal"]

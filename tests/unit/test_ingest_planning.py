@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image
 
-from schemas.batch_events import BatchOptions
+from schemas.batch_events import BatchOptions, RejectedFile
 from schemas.chunks import StoredFile
 from schemas.results import FailureReason
 from services.ingest.planning import (
@@ -13,6 +13,8 @@ from services.ingest.planning import (
 
     FileRejected,
     accepted_content_type,
+    manifest_key,
+    plan_addition,
     plan_batch,
     sniff_content_type,
 )
@@ -205,3 +207,17 @@ def test_rejected_and_duplicate_files_count_in_the_total_without_chunks() -> Non
                                duplicate_of="earlier")]
     created, chunks = plan_batch("batch", "t", "", [], 10, BatchOptions(), rejected=rejected, duplicates=duplicate)
     assert (created.total_files, chunks, created.chunks) == (2, [], [])
+
+
+def test_an_addition_continues_the_chunk_numbering_and_carries_the_new_totals():
+    stored = [StoredFile(file_id=f"f{i}", bucket="b", key=f"k{i}", sha256="0" * 64, size=1, content_type="image/png",
+                         original_name=f"{i}.png") for i in range(5)]
+    refused = [RejectedFile(file_id="r", original_name="r.txt", size=1, error_code=FailureReason.UNSUPPORTED_TYPE,
+                            error="unsupported")]
+    added, chunks = plan_addition("bid", "t", BatchOptions(), stored, 2, files_before=7, chunks_before=3,
+                                  rejected=refused)
+    assert [c.chunk_id for c in chunks] == ["bid.00003", "bid.00004", "bid.00005"]
+    assert [len(c.files) for c in chunks] == [2, 2, 1] and {c.attempt for c in chunks} == {1}
+    assert (added.total_files, added.total_chunks) == (7 + 5 + 1, 6)
+    assert [c.chunk_id for c in added.chunks] == [c.chunk_id for c in chunks]
+    assert (manifest_key("t", "bid"), manifest_key("t", "bid", 2)) == ("t/bid/manifest.json", "t/bid/manifest.2.json")

@@ -43,6 +43,12 @@ class TestOwedDeliveries:
         assert owed_deliveries(snapshot(3, 20, status=BatchStatus.COMPLETED, url=None), 25) == []
         assert owed_deliveries(snapshot(3, 15), milestone_percent=0) == []
 
+    def test_an_open_batch_owes_no_milestone_only_its_terminal_event(self):
+        open_batch = snapshot(3, 15).model_copy(update={"sealed": False})
+        cancelled = snapshot(4, 15, status=BatchStatus.CANCELLED).model_copy(update={"sealed": False})
+        assert owed_deliveries(open_batch, milestone_percent=25) == []
+        assert [d.event_type for d in owed_deliveries(cancelled, milestone_percent=25)] == ["batch.cancelled"]
+
 
 def test_the_signature_verifies_as_a_standard_webhooks_receiver_computes_it():
     headers = signature_headers(SECRET, "msg_1", 1700000000, '{"a":1}')

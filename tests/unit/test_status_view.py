@@ -135,6 +135,11 @@ class TestBatchPublic:
         accepted_earlier = snapshot(3, succeeded=5, elapsed=10).model_copy(update={"started_at": T0 + timedelta(seconds=8)})
         assert batch_public(accepted_earlier, accepted_earlier.updated_at).eta_seconds == pytest.approx(10.0)
 
+    def test_an_open_batch_shows_it_and_has_no_eta(self):
+        progress = snapshot(3, succeeded=5, elapsed=10).model_copy(update={"sealed": False})
+        public = batch_public(progress, progress.updated_at)
+        assert (public.sealed, public.eta_seconds, public.percent) == (False, None, pytest.approx(50.0))
+
     def test_eta_counts_down_from_the_snapshot_and_never_goes_negative(self):
         progress = snapshot(3, succeeded=5, elapsed=10)
         assert batch_public(progress, progress.updated_at + timedelta(seconds=4)).eta_seconds == pytest.approx(6.0)

@@ -10,8 +10,8 @@ import httpx
 from ocrstream.client import NOT_FOUND_GRACE_SECONDS, POLL_SECONDS
 from ocrstream.errors import ApiError, EndpointMissing, Unreachable, WaitTimeout
 from ocrstream.protocol import (
-    TERMINAL_STATUSES, Endpoints, RetryPolicy, close_files, expand_paths, multipart_files, parse_sse, progress_of,
-    raise_for_answer,
+    TERMINAL_STATUSES, Endpoints, RetryPolicy, batch_form, expand_paths, parse_sse, progress_of, raise_for_answer,
+    upload_request,
 )
 
 __all__ = ["AsyncClient"]
@@ -41,24 +41,23 @@ class AsyncClient:
 
     async def submit(self, paths: Iterable[str | Path], *, name: str = "", chunk_size: int | None = None,
                      languages: str | None = None, pdf_dpi: int | None = None, embeddings: bool | None = None,
-                     idempotency_key: str | None = None) -> dict:
-        files = expand_paths(paths)
-        form = {k: str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in {"name": name, "chunk_size": chunk_size, "languages": languages, "pdf_dpi": pdf_dpi,
-                             "embeddings": embeddings}.items() if v not in (None, "")}
-        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+                     keep_open: bool = False, idempotency_key: str | None = None) -> dict:
+        form = batch_form(name=name, chunk_size=chunk_size, languages=languages, pdf_dpi=pdf_dpi,
+                          embeddings=embeddings, open=keep_open or None)
+        return await self._upload("/v1/batches", form, expand_paths(paths), idempotency_key)
 
-        def build() -> httpx.Request:
-            parts = multipart_files(files)
-            try:
-                request = self._http.build_request("POST", f"{self.endpoints.ingest}/v1/batches", data=form,
-                                                   files=parts, headers=headers)
-                request.read()
-                return request
-            finally:
-                close_files(parts)
+    async def add_files(self, batch_id: str, paths: Iterable[str | Path], *,
+                        idempotency_key: str | None = None) -> dict:
+        return await self._upload(f"/v1/batches/{batch_id}/files", {}, expand_paths(paths), idempotency_key)
 
-        return raise_for_answer(await self._send(build), expect=(202,))
+    async def seal(self, batch_id: str) -> dict:
+        return await self._call("POST", self.endpoints.ingest, f"/v1/batches/{batch_id}/seal", expect=(200, 202))
+
+    async def _upload(self, path: str, form: dict[str, str], files: list[Path], idempotency_key: str | None) -> dict:
+        key = idempotency_key or uuid.uuid4().hex
+        url = f"{self.endpoints.ingest}{path}"
+        return raise_for_answer(await self._send(lambda: upload_request(self._http, url, form, files, key)),
+                                expect=(202,))
 
     async def batch(self, batch_id: str) -> dict:
         return await self._get(f"/v1/batches/{batch_id}")

@@ -9,8 +9,8 @@ import httpx
 
 from ocrstream.errors import ApiError, EndpointMissing, Unreachable, WaitTimeout
 from ocrstream.protocol import (
-    TERMINAL_STATUSES, Endpoints, RetryPolicy, close_files, expand_paths, lines_until, multipart_files, parse_sse,
-    progress_of, raise_for_answer,
+    TERMINAL_STATUSES, Endpoints, RetryPolicy, batch_form, expand_paths, lines_until, parse_sse, progress_of,
+    raise_for_answer, upload_request,
 )
 
 __all__ = ["Client"]
@@ -47,25 +47,25 @@ class Client:
 
     def submit(self, paths: Iterable[str | Path], *, name: str = "", chunk_size: int | None = None,
                languages: str | None = None, pdf_dpi: int | None = None, embeddings: bool | None = None,
-               idempotency_key: str | None = None) -> dict:
-        """POST /v1/batches with every file that paths name (files, directories, globs); the 202 body."""
-        files = expand_paths(paths)
-        form = {k: str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in {"name": name, "chunk_size": chunk_size, "languages": languages, "pdf_dpi": pdf_dpi,
-                             "embeddings": embeddings}.items() if v not in (None, "")}
-        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+               keep_open: bool = False, idempotency_key: str | None = None) -> dict:
+        """POST /v1/batches with every file that paths name (files, directories, globs); the 202 body.
+        keep_open: the batch takes more files (add_files) until seal()."""
+        form = batch_form(name=name, chunk_size=chunk_size, languages=languages, pdf_dpi=pdf_dpi,
+                          embeddings=embeddings, open=keep_open or None)
+        return self._upload("/v1/batches", form, expand_paths(paths), idempotency_key)
 
-        def build() -> httpx.Request:
-            parts = multipart_files(files)  # reopened per try: a failed try may have read them partly
-            try:
-                request = self._http.build_request("POST", f"{self.endpoints.ingest}/v1/batches", data=form,
-                                                   files=parts, headers=headers)
-                request.read()  # the body in memory, so the handles can close now
-                return request
-            finally:
-                close_files(parts)
+    def add_files(self, batch_id: str, paths: Iterable[str | Path], *, idempotency_key: str | None = None) -> dict:
+        """POST /v1/batches/{batch_id}/files: more files for a batch submitted with keep_open=True; the 202 body."""
+        return self._upload(f"/v1/batches/{batch_id}/files", {}, expand_paths(paths), idempotency_key)
 
-        return raise_for_answer(self._send(build), expect=(202,))
+    def seal(self, batch_id: str) -> dict:
+        """No more files: the batch completes once each has a result. Idempotent."""
+        return self._call("POST", self.endpoints.ingest, f"/v1/batches/{batch_id}/seal", expect=(200, 202))
+
+    def _upload(self, path: str, form: dict[str, str], files: list[Path], idempotency_key: str | None) -> dict:
+        key = idempotency_key or uuid.uuid4().hex
+        url = f"{self.endpoints.ingest}{path}"
+        return raise_for_answer(self._send(lambda: upload_request(self._http, url, form, files, key)), expect=(202,))
 
     def batch(self, batch_id: str) -> dict:
         return self._get(f"/v1/batches/{batch_id}")

@@ -165,3 +165,21 @@ def multipart_files(paths: list[Path]) -> list[tuple[str, tuple[str, object, str
 def close_files(parts: list[tuple[str, tuple[str, object, str]]]) -> None:
     for _field, (_name, handle, _type) in parts:
         handle.close()
+
+
+def batch_form(**fields: str | int | bool | None) -> dict[str, str]:
+    """The form fields of POST /v1/batches that are set, booleans as true/false."""
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items() if v not in (None, "")}
+
+
+def upload_request(http: httpx.Client | httpx.AsyncClient, url: str, form: dict[str, str], paths: list[Path],
+                   idempotency_key: str) -> httpx.Request:
+    """A multipart POST of the files, read into memory; built anew per try (a failed try may have read the
+    files partly), every try under the same Idempotency-Key."""
+    parts = multipart_files(paths)
+    try:
+        request = http.build_request("POST", url, data=form, files=parts, headers={"Idempotency-Key": idempotency_key})
+        request.read()  # the body in memory, so the handles can close now
+        return request
+    finally:
+        close_files(parts)
