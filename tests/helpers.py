@@ -1,13 +1,10 @@
-"""What several test modules share: counting a batch's rows (and common/kafka's read_topic, re-exported)."""
+"""What several test modules share: counting a batch's rows, free ports."""
 import re
 import socket
 
 import psycopg
 
-from common.kafka import read_topic
 from common.settings import Settings
-
-__all__ = ["distinctive_phrase", "file_row_counts", "read_topic"]
 
 
 def file_row_counts(settings: Settings, batch_id: str) -> dict:

@@ -8,12 +8,12 @@ import threading
 
 import pytest
 
+from common.kafka import read_topic
 from demo.processes import free_port, notifier_service
 from schemas.batch_events import BatchCreated
 from schemas.topics import Topic, decode
 from tests.chaos.harness import FULL, assert_exactly_once, distinct_images, pipeline_on, wait_until
 from tests.chaos.test_kill_mid_batch import persisted_files, wait_for_rows
-from tests.helpers import read_topic
 
 pytestmark = pytest.mark.chaos
 

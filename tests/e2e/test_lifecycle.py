@@ -15,12 +15,13 @@ import httpx
 import psycopg
 import pytest
 
+from common.kafka import read_topic
+from common.settings import Settings
 from demo.processes import isolated_env, running_services
 from schemas.batch_events import BatchCancelled, BatchRetryRequested
 from schemas.topics import Topic, decode
 from tests import poison_engine
-from tests.helpers import file_row_counts, read_topic
-from common.settings import Settings
+from tests.helpers import file_row_counts
 
 pytestmark = pytest.mark.e2e
 

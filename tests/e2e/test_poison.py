@@ -12,13 +12,14 @@ import pytest
 from ocrstream import cli
 from typer.testing import CliRunner
 
+from common.kafka import read_topic
 from common.settings import Settings
 from demo.processes import client_for, isolated_env, running_services
 from schemas.results import FailureReason
 from schemas.topics import Topic, decode
 from services.dlq.replay import list_dead_letters
 from tests import poison_engine
-from tests.helpers import file_row_counts, read_topic
+from tests.helpers import file_row_counts
 
 pytestmark = pytest.mark.e2e
 

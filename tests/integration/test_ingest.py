@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from minio import Minio
 from PIL import Image, ImageDraw
 
+from common.kafka import read_topic
 from common.settings import Settings
 from common.storage import ObjectStore, build_s3_client
 from schemas.batch_events import BatchCreated
@@ -18,7 +19,6 @@ from schemas.chunks import ChunkRequested
 from schemas.topics import Topic, decode
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from minio import Minio
 
+from common.kafka import read_topic
 from common.settings import Settings
 from common.storage import build_s3_client, ensure_bucket
 from schemas.api import ProblemCode
@@ -20,7 +21,6 @@ from schemas.chunks import ChunkRequested
 from schemas.topics import Topic, decode
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.helpers import read_topic
 from tests.integration.test_ingest import multipart, render
 
 pytestmark = pytest.mark.integration

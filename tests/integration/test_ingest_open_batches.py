@@ -5,12 +5,12 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
+from common.kafka import read_topic
 from common.settings import Settings
 from common.storage import build_s3_client
 from schemas.batch_events import BatchCreated, BatchFilesAdded, BatchSealed
 from schemas.topics import Topic, decode
 from services.ingest.planning import manifest_key
-from tests.helpers import read_topic
 from tests.integration.test_ingest import multipart, render
 from tests.integration.test_ingest_lifecycle import A, B, chunks_of, client, make_client, source_bucket  # noqa: F401
 

@@ -2,12 +2,12 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from common.kafka import read_topic
 from common.storage import build_s3_client
-from schemas.topics import Topic, decode
 from schemas.api import MAX_URL_CHARS
+from schemas.topics import Topic, decode
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.helpers import read_topic
 from tests.integration.test_ingest import API_KEY, AUTH, TENANT, assert_nothing_accepted, multipart, render
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common.kafka import build_consumer, build_producer, ensure_topics, produce_and_flush
+from common.kafka import build_consumer, build_producer, ensure_topics, produce_and_flush, read_topic
 from schemas.topics import Topic
-from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from common.kafka import build_producer, produce_and_flush
+from common.kafka import build_producer, produce_and_flush, read_topic
 from common.storage import ObjectStore, build_s3_client
 from demo.sample_batch import character_error_rate, render_sample_batch
 from schemas.batch_events import BatchOptions
@@ -18,7 +18,6 @@ from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, decode, encode
 from services.ocr_worker.__main__ import build_worker
 from services.ocr_worker.settings import WorkerSettings
-from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -12,14 +12,13 @@ from confluent_kafka import Producer
 from psycopg_pool import ConnectionPool
 
 from common.db import build_pool
-from common.kafka import build_consumer, build_producer, produce_and_flush
+from common.kafka import build_consumer, build_producer, produce_and_flush, read_topic
 from schemas.batch_events import BatchCreated, ChunkLayout
 from schemas.progress import BatchProgress
 from schemas.results import BoundingBox, FileResult, FileStatus, Page, Word
 from schemas.topics import Topic, decode, encode
 from services.persister.persister import Persister
 from services.persister.settings import PersisterSettings
-from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -4,12 +4,11 @@ import uuid
 
 import pytest
 
-from common.kafka import build_producer, produce_and_flush
+from common.kafka import build_producer, produce_and_flush, read_topic
 from schemas.batch_events import BatchCreated, BatchFilesAdded, BatchSealed, ChunkLayout
 from schemas.progress import BatchProgress
 from schemas.topics import Topic, decode, encode
 from services.persister.settings import PersisterSettings
-from tests.helpers import read_topic
 from tests.integration.test_persister import result, running_persister, wait_for
 
 pytestmark = pytest.mark.integration

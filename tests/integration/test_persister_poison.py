@@ -11,13 +11,12 @@ import uuid
 
 import pytest
 
-from common.kafka import build_producer
+from common.kafka import build_producer, read_topic
 from schemas.batch_events import BatchCreated, ChunkLayout
 from schemas.dlq import DlqRecord
 from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, decode, encode
 from services.persister.settings import PersisterSettings
-from tests.helpers import read_topic
 from tests.integration.test_persister import result, running_persister, wait_for
 
 pytestmark = pytest.mark.integration
