@@ -43,7 +43,7 @@ from starlette.formparsers import MultiPartException
 
 from common.db import build_pool
 from common.errors import DeliveryFailed
-from common.http import TenantDep, probe_router
+from common.http import BatchIdInSql, TenantDep, probe_router
 from common.kafka import build_producer, message_record, produce_and_flush
 from common.observability import RequestMetrics
 from common.storage import STORE_ERRORS, ObjectStore, build_s3_client, ensure_bucket
@@ -187,8 +187,8 @@ async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDe
                summary="Cancel a batch (idempotent): chunks not yet started are skipped, their files end cancelled",
                responses=problem_responses(_AUTH, _NO_BATCH, (409, ProblemCode.BATCH_FINISHED,
                                                               "the batch already completed or failed"), _UNAVAILABLE))
-def cancel_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
-                 ) -> CancelAccepted:
+def cancel_batch(batch_id: BatchIdInSql, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep,
+                 pool: PoolDep) -> CancelAccepted:
     return lifecycle.cancel_batch(batch_id, tenant=tenant, settings=settings, producer=producer, pool=pool)
 
 
@@ -196,8 +196,8 @@ def cancel_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, produc
              operation_id="cancel_batch_post", summary="The same as DELETE /v1/batches/{batch_id}",
              responses=problem_responses(_AUTH, _NO_BATCH, (409, ProblemCode.BATCH_FINISHED,
                                                             "the batch already completed or failed"), _UNAVAILABLE))
-def cancel_batch_post(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
-                      ) -> CancelAccepted:
+def cancel_batch_post(batch_id: BatchIdInSql, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep,
+                      pool: PoolDep) -> CancelAccepted:
     return lifecycle.cancel_batch(batch_id, tenant=tenant, settings=settings, producer=producer, pool=pool)
 
 
@@ -210,7 +210,7 @@ def cancel_batch_post(batch_id: str, tenant: TenantDep, settings: SettingsDep, p
                  (409, ProblemCode.NOTHING_TO_RETRY, "the batch has no failed file a worker read"),
                  _INVALID, (422, ProblemCode.FILES_NOT_RETRYABLE, "a given file id is not a failed file of the "
                                                                   "batch; `errors` lists each"), _UNAVAILABLE))
-def retry_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, s3: S3Dep,
+def retry_batch(batch_id: BatchIdInSql, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, s3: S3Dep,
                 pool: PoolDep, body: Annotated[RetryCreate | None, Body()] = None) -> RetryAccepted:
     return lifecycle.retry_batch(batch_id, (body or RetryCreate()).file_ids, tenant=tenant, settings=settings,
                                  producer=producer, s3=s3, pool=pool)
