@@ -8,12 +8,12 @@ Two kinds of case:
   accepted and ended `failed` by the worker with a precise error_code, or (a lying but readable file) ended `ok`.
   Every good file of the same batch ends `ok`, and no object key is built from a client's file name.
 """
+import hashlib
 import io
 import socket
 import struct
 import uuid
 import zlib
-import hashlib
 from dataclasses import dataclass, field
 from itertools import count
 from urllib.parse import urlsplit
@@ -242,8 +242,8 @@ class Door:
     service: str  # ingest | status
     method: str
     path: str  # {batch}, {ok_file}, {failed_file}: the reference batch's
-    status: int
-    code: str | None  # None: refused by the HTTP parser before any route (no problem body)
+    status: int  # 200: served, and the page it answers is empty (the text matched nothing, nothing leaked)
+    code: str | None  # None: 200, or refused by the HTTP parser before any route (no problem body)
     request: dict = field(default_factory=dict)  # httpx arguments; "raw": request-line and headers as bytes
 
 
@@ -449,6 +449,18 @@ DOOR_CASES = [
          {"headers": AUTH, "params": {"wait": "1", "after_version": SQL}}),
     Door("status-events-last-event-id-sql", "status", "GET", "/v1/batches/{batch}/events", 422, "invalid_request",
          {"headers": AUTH | {"Last-Event-ID": SQL}}),
+    Door("status-files-name-sql", "status", "GET", "/v1/batches/{batch}/files", 200, None,
+         {"headers": AUTH, "params": {"name": SQL}}),
+    Door("status-files-name-like-wildcards", "status", "GET", "/v1/batches/{batch}/files", 200, None,
+         {"headers": AUTH, "params": {"name": "%_%"}}),
+    Door("status-files-name-control-chars", "status", "GET", "/v1/batches/{batch}/files?name=%1B%5B2J%01", 200, None,
+         {"headers": AUTH}),
+    Door("status-files-status-filter-sql", "status", "GET", "/v1/batches/{batch}/files", 422, "invalid_request",
+         {"headers": AUTH, "params": {"status": "ok' OR 1=1 --"}}),
+    Door("status-search-q-sql", "status", "GET", "/v1/search", 200, None, {"headers": AUTH, "params": {"q": SQL}}),
+    Door("status-search-q-control-chars", "status", "GET", "/v1/search?q=%01%1B%5B2J", 200, None, {"headers": AUTH}),
+    Door("status-search-batch-id-sql", "status", "GET", "/v1/search", 200, None,
+         {"headers": AUTH, "params": {"q": "invoice", "batch_id": SQL}}),
     Door("status-search-q-nul", "status", "GET", "/v1/search?q=%00", 422, "invalid_request", {"headers": AUTH}),
     Door("status-search-q-blank", "status", "GET", "/v1/search?q=%20%09", 422, "invalid_request", {"headers": AUTH}),
     Door("status-search-q-over-500-chars", "status", "GET", "/v1/search", 422, "invalid_request",
@@ -488,12 +500,26 @@ def test_refused_at_the_door(pipeline, case):
     status, body, headers = send(pipeline, case)
     assert status < 500, body[:500]
     assert status == case.status, body[:500]
+    if status == 200:
+        assert httpx.Response(status, content=body).json()["data"] == []
+        return
     if case.code is None:  # refused by uvicorn's HTTP parser: no route (and no key check) ever saw it
         return
     assert headers["content-type"] == "application/problem+json", body[:500]
     problem = httpx.Response(status, content=body).json()
     assert (problem["status"], problem["code"]) == (case.status, case.code), problem
     assert problem["detail"]
+
+
+def test_search_never_crosses_tenants(pipeline):
+    """A word of the reference batch's text is found for its tenant, and never for another, even by batch id."""
+    results = httpx.get(f"{pipeline.status}/v1/batches/{pipeline.batch_id}/results", headers=AUTH, timeout=30).json()
+    word = next(f["text"].split()[0] for f in results["data"] if f["status"] == "ok")
+    query = {"q": word, "batch_id": pipeline.batch_id}
+    own = httpx.get(f"{pipeline.status}/v1/search", params=query, headers=AUTH, timeout=30)
+    other = httpx.get(f"{pipeline.status}/v1/search", params=query, headers=OTHER_TENANT, timeout=30)
+    assert own.status_code == other.status_code == 200
+    assert own.json()["data"] and other.json()["data"] == []
 
 
 def test_the_door_cases_changed_nothing(pipeline):
