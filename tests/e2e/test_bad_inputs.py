@@ -204,6 +204,7 @@ def pipeline(stack_endpoints, tmp_path_factory):
         "OCRSTREAM_MAX_FILE_BYTES": str(MAX_FILE_BYTES), "OCRSTREAM_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "OCRSTREAM_MAX_FILES_PER_BATCH": str(MAX_FILES), "OCRSTREAM_OCR_ATTEMPTS": "1",
         "OCRSTREAM_API_KEYS": '{"dev-key": "default", "other-key": "other"}'}
+    env["OCRSTREAM_S3_SOURCES"] = f'{{"default": ["{env["OCRSTREAM_S3_BUCKET"]}/incoming/"]}}'
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
@@ -364,6 +365,34 @@ DOOR_CASES = [
          _json(b'{"objects": [{"bucket": "b", "key": "\\ud800.png"}]}')),
     Door("ingest-json-key-with-nul", "ingest", "POST", "/v1/batches", 422, "invalid_request",
          _json(b'{"objects": [{"bucket": "b", "key": "a\\u0000.png"}]}')),
+    Door("ingest-json-objects-and-prefix", "ingest", "POST", "/v1/batches", 422, "invalid_request",
+         _json('{"objects": [{"bucket": "{bucket}", "key": "incoming/a.png"}], '
+               '"prefix": {"bucket": "{bucket}", "prefix": "incoming/"}}')),
+    Door("ingest-json-sha256-sql", "ingest", "POST", "/v1/batches", 422, "invalid_request",
+         _json('{"objects": [{"bucket": "{bucket}", "key": "incoming/a.png", "sha256": "\' OR 1=1 --"}]}')),
+    Door("ingest-json-key-traversal-out-of-allowed-prefix", "ingest", "POST", "/v1/batches", 403, "s3_access_denied",
+         _json('{"objects": [{"bucket": "{bucket}", "key": "incoming/../default/x.png"}]}')),
+    Door("ingest-json-prefix-traversal", "ingest", "POST", "/v1/batches", 403, "s3_access_denied",
+         _json('{"prefix": {"bucket": "{bucket}", "prefix": "incoming/../"}}')),
+    Door("ingest-json-object-missing", "ingest", "POST", "/v1/batches", 422, "invalid_files",
+         _json('{"objects": [{"bucket": "{bucket}", "key": "incoming/none.png"}]}')),
+    Door("ingest-json-prefix-empty", "ingest", "POST", "/v1/batches", 422, "no_files",
+         _json('{"prefix": {"bucket": "{bucket}", "prefix": "incoming/"}}')),
+    # -- ingest: S3 event notifications
+    Door("s3-events-not-json", "ingest", "POST", "/v1/s3-events", 400, "invalid_json", _json(b"<xml/>")),
+    Door("s3-events-records-not-a-list", "ingest", "POST", "/v1/s3-events", 400, "invalid_json",
+         _json(b'{"Records": "all"}')),
+    Door("s3-events-record-without-key", "ingest", "POST", "/v1/s3-events", 400, "invalid_json",
+         _json('{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "{bucket}"}}}]}')),
+    Door("s3-events-key-traversal", "ingest", "POST", "/v1/s3-events", 403, "s3_access_denied",
+         _json('{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "{bucket}"}, '
+               '"object": {"key": "incoming%2F..%2F..%2Fdefault%2Fx.png", "eTag": "e1"}}}]}')),
+    Door("s3-events-key-with-nul", "ingest", "POST", "/v1/s3-events", 400, "invalid_json",
+         _json('{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "{bucket}"}, '
+               '"object": {"key": "incoming/a%00b.png", "eTag": "e2"}}}]}')),
+    Door("s3-events-etag-with-nul", "ingest", "POST", "/v1/s3-events", 400, "invalid_json",
+         _json('{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "{bucket}"}, '
+               '"object": {"key": "incoming/b.png", "eTag": "\\u0000"}}}]}')),
     # -- ingest: cancel and retry
     Door("ingest-cancel-sql-batch-id", "ingest", "DELETE", f"/v1/batches/{SQL}", 404, "batch_not_found",
          {"headers": AUTH}),
@@ -478,7 +507,7 @@ DOOR_CASES = [
 def _fill(text, pipeline: Pipeline):
     if isinstance(text, bytes):
         return text
-    return text.replace("{batch}", pipeline.batch_id).replace("{ok_file}", pipeline.ok_file) \
+    return text.replace("{batch}", pipeline.batch_id).replace("{bucket}", pipeline.settings.s3_bucket).replace("{ok_file}", pipeline.ok_file) \
         .replace("{failed_file}", pipeline.failed_file)
 
 
