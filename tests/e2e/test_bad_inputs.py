@@ -10,6 +10,7 @@ Two kinds of case:
 """
 import hashlib
 import io
+import re
 import socket
 import struct
 import uuid
@@ -134,6 +135,13 @@ def png_declaring(width: int, height: int) -> bytes:
     rows = zlib.compress(b"\x00" * (width // 8 + 1) * 4, 9)
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
             + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b""))
+
+
+def gif_declaring(width: int, height: int) -> bytes:
+    """A 1-pixel GIF whose logical screen declares width x height."""
+    data = bytearray(_saved(Image.new("L", (1, 1)), "GIF"))
+    data[6:10] = struct.pack("<HH", width, height)
+    return bytes(data)
 
 
 def tiff_of_frames(frames: int) -> bytes:
@@ -305,12 +313,19 @@ DOOR_CASES = [
          {"headers": OTHER_TENANT}),
     Door("ingest-retry-other-tenants-batch", "ingest", "POST", "/v1/batches/{batch}/retry", 404, "batch_not_found",
          {"headers": OTHER_TENANT}),
+    # -- routes and methods
+    Door("ingest-unknown-route", "ingest", "GET", "/v1/../v1/secrets", 404, "not_found", {"headers": AUTH}),
+    Door("ingest-put-batches", "ingest", "PUT", "/v1/batches", 405, "method_not_allowed", {"headers": AUTH}),
+    Door("status-delete-batch", "status", "DELETE", "/v1/batches/{batch}", 405, "method_not_allowed",
+         {"headers": AUTH}),
     # -- ingest: the request as a whole, and each field
     Door("ingest-text-plain-body", "ingest", "POST", "/v1/batches", 415, "unsupported_media_type",
          {"content": b"hello", "headers": AUTH | {"Content-Type": "text/plain"}}),
     Door("ingest-broken-multipart", "ingest", "POST", "/v1/batches", 400, "invalid_multipart",
          {"content": b"--x\r\nContent-Disposition: form-data\r\n\r\nno end",
           "headers": AUTH | {"Content-Type": "multipart/form-data; boundary=x"}}),
+    Door("ingest-too-many-form-fields", "ingest", "POST", "/v1/batches", 400, "invalid_multipart",
+         batch_body([(b"a.png", good_png(), "image/png")], **{f"x{i}": "1" for i in range(40)})),
     Door("ingest-no-files", "ingest", "POST", "/v1/batches", 422, "no_files",
          {"data": {"name": "x"}, "headers": AUTH}),
     Door("ingest-too-many-files", "ingest", "POST", "/v1/batches", 413, "too_many_files",
@@ -598,6 +613,7 @@ FILE_CASES = [
     FileCase("truncated-pdf", b"cut.pdf", pdf_of_pages(2)[:300], "application/pdf", failed="undecodable"),
     FileCase("png-bomb-50000x50000", b"bomb.png", png_declaring(50_000, 50_000), "image/png", failed="undecodable"),
     FileCase("png-bomb-10000x10000", b"bomb2.png", png_declaring(10_000, 10_000), "image/png", failed="undecodable"),
+    FileCase("gif-bomb-65535x65535", b"bomb.gif", gif_declaring(65_535, 65_535), "image/gif", failed="undecodable"),
     FileCase("pdf-page-200-inches", b"poster.pdf", pdf_one_page(b"0 0 14400 14400"), "application/pdf",
              failed="undecodable"),
     FileCase("pdf-declaring-a-million-pages", b"million.pdf", pdf_one_page(count=1_000_000), "application/pdf",
@@ -611,6 +627,8 @@ FILE_CASES = [
     FileCase("encrypted-pdf", b"secret.pdf", encrypted_pdf(), "application/pdf", failed="undecodable"),
     FileCase("pdf-named-png", b"scan.png", pdf_of_pages(1), "image/png", content_type_stored="application/pdf"),
     FileCase("png-named-pdf-sent-as-octet-stream", b"scan.pdf", good_png(), "application/octet-stream",
+             content_type_stored="image/png"),
+    FileCase("part-content-type-sql", b"typed.png", good_png(), "image/png; charset=' OR 1=1 --",
              content_type_stored="image/png"),
     FileCase("name-path-traversal", b"../../etc/passwd", good_png(), "image/png", content_type_stored="image/png"),
     FileCase("name-windows-traversal", b"..\\..\\windows\\win.ini", good_png(), "image/png",
@@ -669,8 +687,21 @@ def test_no_object_key_comes_from_a_file_name(pipeline):
     """Every object in the bucket is {tenant}/{batch_id}/{file_id} or a batch's manifest: none escaped its batch."""
     s3 = build_s3_client(pipeline.settings)
     keys = [o.object_name for o in s3.list_objects(pipeline.settings.s3_bucket, recursive=True)]
-    batches = {a["batch_id"] for a in pipeline.file_batches.values()} | {pipeline.batch_id}
-    for key in keys:
-        tenant, batch_id, leaf = key.split("/")
-        assert tenant == "default" and batch_id in batches, key
-        assert leaf == "manifest.json" or (len(leaf) == 32 and int(leaf, 16) >= 0), key
+    batches = {a["batch_id"] for a in pipeline.file_batches.values()}
+    assert {key.split("/")[1] for key in keys} >= batches
+    assert [key for key in keys if not re.fullmatch(r"default/[0-9a-f]{32}/([0-9a-f]{32}|manifest\.json)", key)] == []
+
+
+def test_an_idempotency_key_reused_for_another_request_is_409(pipeline):
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = httpx.post(f"{pipeline.ingest}/v1/batches", timeout=60, **_with_headers(_form(name="first"), **key))
+    again = httpx.post(f"{pipeline.ingest}/v1/batches", timeout=60, **_with_headers(_form(name="second"), **key))
+    assert first.status_code == 202, first.text
+    assert (again.status_code, again.json()["code"]) == (409, "idempotency_key_reused"), again.text
+
+
+def test_a_retry_of_a_batch_without_failed_files_is_409(pipeline):
+    batch_id = pipeline.file_batches["name-sql"]["batch_id"]
+    assert pipeline.client.wait(batch_id, timeout=120)["failed"] == 0
+    response = httpx.post(f"{pipeline.ingest}/v1/batches/{batch_id}/retry", headers=AUTH, timeout=30)
+    assert (response.status_code, response.json()["code"]) == (409, "nothing_to_retry"), response.text
