@@ -691,8 +691,9 @@ def create_app(settings: IngestSettings) -> FastAPI:
                               + ", ".join(f"`{c.value}`" for c in ProblemCode) + ".")
     app.include_router(router)
     app.include_router(probe_router(is_ready))
-    app.add_middleware(RequestMetrics)
     app.add_middleware(RequestGate, api_keys=settings.api_keys, max_request_bytes=settings.max_request_bytes)
+    # Outside the gate: its refusals are counted and logged, and a body cut off at the limit as the 413 it is.
+    app.add_middleware(RequestMetrics)
     if settings.cors_origins:  # the console uploads from the status API's origin; outermost, so preflights pass
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
