@@ -186,7 +186,7 @@ def s3_event_objects(body: Any) -> tuple[list[tuple[str, str, str, int | None]],
         size = obj.get("size") if isinstance(obj.get("size"), int) else None
         key = unquote_plus(obj["key"])
         if "\x00" in bucket + key + version:  # Postgres text cannot hold NUL, nor can a real object's name
-            raise ValueError(f"an ObjectCreated record whose bucket, key or eTag holds NUL (0x00): {str(record)[:200]}")
+            raise ValueError(f"an ObjectCreated record whose bucket, key or eTag holds NUL: {str(record)[:200]}")
         created.append((bucket, key, version.strip('"'), size))
     return created, ignored
 

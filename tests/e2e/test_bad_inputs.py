@@ -440,6 +440,8 @@ DOOR_CASES = [
          _json(b'{"file_ids": ["\' OR 1=1 --"]}')),
     Door("ingest-retry-file-id-lone-surrogate", "ingest", "POST", "/v1/batches/{batch}/retry", 422,
          "invalid_request", _json(b'{"file_ids": ["\\udc80"]}')),
+    Door("ingest-retry-a-failed-and-an-unknown-file", "ingest", "POST", "/v1/batches/{batch}/retry", 422,
+         "files_not_retryable", _json('{"file_ids": ["{failed_file}", "no-such-file"]}')),
     Door("ingest-retry-an-ok-file", "ingest", "POST", "/v1/batches/{batch}/retry", 422, "files_not_retryable",
          _json('{"file_ids": ["{ok_file}"]}')),
     # -- status API: every path and query parameter
@@ -528,8 +530,10 @@ def _fill(text, pipeline: Pipeline):
     """The reference batch's ids (and the bucket) in place of {batch}, {ok_file}, {failed_file} and {bucket}."""
     if not isinstance(text, str):
         return text
-    return text.replace("{batch}", pipeline.batch_id).replace("{bucket}", pipeline.settings.s3_bucket).replace("{ok_file}", pipeline.ok_file) \
-        .replace("{failed_file}", pipeline.failed_file)
+    for name, value in {"{batch}": pipeline.batch_id, "{ok_file}": pipeline.ok_file,
+                        "{failed_file}": pipeline.failed_file, "{bucket}": pipeline.settings.s3_bucket}.items():
+        text = text.replace(name, value)
+    return text
 
 
 def send(pipeline: Pipeline, case: Door) -> tuple[int, bytes, dict]:
@@ -694,7 +698,8 @@ def test_no_object_key_comes_from_a_file_name(pipeline):
     keys = [o.object_name for o in s3.list_objects(pipeline.settings.s3_bucket, recursive=True)]
     batches = {a["batch_id"] for a in pipeline.file_batches.values()}
     assert {key.split("/")[1] for key in keys} >= batches
-    assert [key for key in keys if not re.fullmatch(r"default/[0-9a-f]{32}/([0-9a-f]{32}|manifest\.json)", key)] == []
+    uploads = r"default/[0-9a-f]{32}/([0-9a-f]{32}|manifest\.json)|incoming/.*"  # incoming/: the S3 case's own
+    assert [key for key in keys if not re.fullmatch(uploads, key)] == []
 
 
 def test_an_idempotency_key_reused_for_another_request_is_409(pipeline):
@@ -710,6 +715,31 @@ def test_a_retry_of_a_batch_without_failed_files_is_409(pipeline):
     assert pipeline.client.wait(batch_id, timeout=120)["failed"] == 0
     response = httpx.post(f"{pipeline.ingest}/v1/batches/{batch_id}/retry", headers=AUTH, timeout=30)
     assert (response.status_code, response.json()["code"]) == (409, "nothing_to_retry"), response.text
+
+
+def test_bad_objects_among_good_ones_in_an_s3_batch(pipeline):
+    """A batch of objects already in S3: a missing one and one of the wrong sha256 are refused (partial accept),
+    a truncated one fails in the worker, and the good ones end ok."""
+    s3, bucket = build_s3_client(pipeline.settings), pipeline.settings.s3_bucket
+    objects = {"incoming/good-0.png": good_png(), "incoming/cut.jpg": _JPEG[: len(_JPEG) // 2],
+               "incoming/good-1.png": good_png()}
+    for key, data in objects.items():
+        s3.put_object(bucket, key, io.BytesIO(data), len(data))
+    refs = [{"bucket": bucket, "key": "incoming/good-0.png"}, {"bucket": bucket, "key": "incoming/cut.jpg"},
+            {"bucket": bucket, "key": "incoming/gone.png"},
+            {"bucket": bucket, "key": "incoming/good-0.png", "sha256": "0" * 64},
+            {"bucket": bucket, "key": "incoming/good-1.png"}]
+    response = httpx.post(f"{pipeline.ingest}/v1/batches", headers=AUTH, timeout=60, json={
+        "objects": refs, "embeddings": False, "dedupe": False, "chunk_size": 2})
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert [(r["index"], r["code"]) for r in accepted["rejected"]] == [(2, "object_missing"), (3, "checksum_mismatch")]
+    final = pipeline.client.wait(accepted["batch_id"], timeout=120)
+    assert (final["status"], final["succeeded"], final["failed"]) == ("completed", 2, 3)
+    files = sorted((f["original_name"], f["status"], f["error_code"]) for f in _files(pipeline, accepted["batch_id"]))
+    assert files == [("incoming/cut.jpg", "failed", "undecodable"), ("incoming/gone.png", "failed", "object_missing"),
+                     ("incoming/good-0.png", "failed", "checksum_mismatch"), ("incoming/good-0.png", "ok", None),
+                     ("incoming/good-1.png", "ok", None)]
 
 
 def test_no_request_was_answered_5xx(pipeline):

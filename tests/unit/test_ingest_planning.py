@@ -193,7 +193,8 @@ def test_an_s3_event_record_holding_nul_is_refused(obj) -> None:
     from services.ingest.planning import s3_event_objects
 
     with pytest.raises(ValueError, match="NUL"):
-        s3_event_objects({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": obj}}]})
+        s3_event_objects({"Records": [{"eventName": "ObjectCreated:Put",
+                                       "s3": {"bucket": {"name": "b"}, "object": obj}}]})
 
 
 def test_a_retry_plans_chunks_of_its_own_attempt() -> None:
