@@ -2,8 +2,10 @@
 
 Two kinds of case:
 - refused at the door: every auth variant, oversized and malformed fields, SQL text, NUL, control characters and
-  non-UTF-8 percent-encoding in every path and query parameter of the status API and of ingest's batch, cancel and
-  retry endpoints. Each answers a precise status and problem `code`; none answers 5xx.
+  non-UTF-8 percent-encoding in every path and query parameter of the status API and of ingest's batch (multipart
+  and S3 objects), S3 event, cancel and retry endpoints. Each answers a precise status and problem `code` (or, for
+  text that is merely odd, 200 with nothing matched); none answers 5xx, and the last test reads both request
+  counters to prove it.
 - a bad file inside a batch of good ones: refused by ingest with a precise code (partial accept lists it), or
   accepted and ended `failed` by the worker with a precise error_code, or (a lying but readable file) ended `ok`.
   Every good file of the same batch ends `ok`, and no object key is built from a client's file name.
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import pypdfium2 as pdfium
 import pytest
+from ocrstream import Client
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -199,12 +202,11 @@ class Pipeline:
     settings: Settings
     ingest: str
     status: str
-    client: object
-    services: dict
+    client: Client
     batch_id: str = ""  # a completed batch of tenant "default": two ok files and one failed one a worker read
     ok_file: str = ""
     failed_file: str = ""
-    file_batches: dict = field(default_factory=dict)  # file case id → (202 answer or refusal, case)
+    file_batches: dict = field(default_factory=dict)  # file case id → the 202 answer of its batch
 
 
 @pytest.fixture(scope="module")
@@ -221,8 +223,7 @@ def pipeline(stack_endpoints, tmp_path_factory):
         settings = Settings()
     with running_services(env, tmp_path_factory.mktemp("logs"), workers=1) as services, \
             client_for(services) as client:
-        pipeline = Pipeline(settings, services["ingest"].probe_url, services["status_api"].probe_url, client,
-                            services)
+        pipeline = Pipeline(settings, services["ingest"].probe_url, services["status_api"].probe_url, client)
         # Every file case's batch goes in first, so the worker reads them while the door cases run.
         for case in FILE_CASES:
             pipeline.file_batches[case.id] = _submit_file_case(pipeline, case)
