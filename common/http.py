@@ -1,10 +1,15 @@
-"""What both FastAPI services share: tenant from the API key, and the probe routes."""
+"""What both FastAPI services share: tenant from the API key, path ids that may reach SQL, and the probe routes."""
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+# Postgres text cannot hold NUL: a parameter that reaches SQL refuses it with a 422 naming the parameter.
+NO_NUL = r"^[^\x00]*$"
+BatchIdInSql = Annotated[str, Path(pattern=NO_NUL)]
+FileIdInSql = Annotated[str, Path(pattern=NO_NUL)]
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 

@@ -107,7 +107,8 @@ def record_request(scope: dict, status: int, seconds: float) -> None:
 
 
 def route_label(scope: dict) -> str:
-    """The matched route's template (/v1/batches/{batch_id}); "unmatched" for a 404 on no route at all."""
+    """The matched route's template (/v1/batches/{batch_id}); "unmatched" for a 404 on no route at all, or a
+    request refused before routing (ingest's gate: API key, body size)."""
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
 

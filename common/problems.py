@@ -66,6 +66,9 @@ async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONR
 async def _on_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    if any(e["type"] == "json_invalid" for e in errors):  # a body that does not parse is not a field's fault
+        _log(request, 400, ProblemCode.INVALID_JSON, detail, None)
+        return problem_response(400, ProblemCode.INVALID_JSON, f"the body is not JSON: {detail}", errors=errors)
     _log(request, 422, ProblemCode.INVALID_REQUEST, detail, None)
     return problem_response(422, ProblemCode.INVALID_REQUEST, detail, errors=errors)
 

@@ -48,7 +48,7 @@ from starlette.formparsers import MultiPartException
 
 from common.db import build_pool
 from common.errors import DeliveryFailed
-from common.http import TenantDep, probe_router
+from common.http import BatchIdInSql, TenantDep, probe_router
 from common.kafka import build_producer, message_record, produce_and_flush
 from common.observability import RequestMetrics
 from common.storage import STORE_ERRORS, ObjectStore, build_s3_client, ensure_bucket
@@ -243,8 +243,8 @@ def seal_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer
                summary="Cancel a batch (idempotent): chunks not yet started are skipped, their files end cancelled",
                responses=problem_responses(_AUTH, _NO_BATCH, (409, ProblemCode.BATCH_FINISHED,
                                                               "the batch already completed or failed"), _UNAVAILABLE))
-def cancel_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
-                 ) -> CancelAccepted:
+def cancel_batch(batch_id: BatchIdInSql, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep,
+                 pool: PoolDep) -> CancelAccepted:
     return lifecycle.cancel_batch(batch_id, tenant=tenant, settings=settings, producer=producer, pool=pool)
 
 
@@ -252,8 +252,8 @@ def cancel_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, produc
              operation_id="cancel_batch_post", summary="The same as DELETE /v1/batches/{batch_id}",
              responses=problem_responses(_AUTH, _NO_BATCH, (409, ProblemCode.BATCH_FINISHED,
                                                             "the batch already completed or failed"), _UNAVAILABLE))
-def cancel_batch_post(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
-                      ) -> CancelAccepted:
+def cancel_batch_post(batch_id: BatchIdInSql, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep,
+                      pool: PoolDep) -> CancelAccepted:
     return lifecycle.cancel_batch(batch_id, tenant=tenant, settings=settings, producer=producer, pool=pool)
 
 
@@ -266,7 +266,7 @@ def cancel_batch_post(batch_id: str, tenant: TenantDep, settings: SettingsDep, p
                  (409, ProblemCode.NOTHING_TO_RETRY, "the batch has no failed file a worker read"),
                  _INVALID, (422, ProblemCode.FILES_NOT_RETRYABLE, "a given file id is not a failed file of the "
                                                                   "batch; `errors` lists each"), _UNAVAILABLE))
-def retry_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, s3: S3Dep,
+def retry_batch(batch_id: BatchIdInSql, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, s3: S3Dep,
                 pool: PoolDep, body: Annotated[RetryCreate | None, Body()] = None) -> RetryAccepted:
     return lifecycle.retry_batch(batch_id, (body or RetryCreate()).file_ids, tenant=tenant, settings=settings,
                                  producer=producer, s3=s3, pool=pool)
@@ -820,8 +820,9 @@ def create_app(settings: IngestSettings) -> FastAPI:
                               + ", ".join(f"`{c.value}`" for c in ProblemCode) + ".")
     app.include_router(router)
     app.include_router(probe_router(is_ready))
-    app.add_middleware(RequestMetrics)
     app.add_middleware(RequestGate, api_keys=settings.api_keys, max_request_bytes=settings.max_request_bytes)
+    # Outside the gate: its refusals are counted and logged, and a body cut off at the limit as the 413 it is.
+    app.add_middleware(RequestMetrics)
     if settings.cors_origins:  # the console uploads from the status API's origin; outermost, so preflights pass
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],

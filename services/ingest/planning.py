@@ -204,7 +204,10 @@ def s3_event_objects(body: Any) -> tuple[list[tuple[str, str, str, int | None]],
             raise ValueError(f"an ObjectCreated record without s3.bucket.name or s3.object.key: {str(record)[:200]}")
         version = str(obj.get("eTag") or obj.get("sequencer") or obj.get("versionId") or "")
         size = obj.get("size") if isinstance(obj.get("size"), int) else None
-        created.append((bucket, unquote_plus(obj["key"]), version.strip('"'), size))
+        key = unquote_plus(obj["key"])
+        if "\x00" in bucket + key + version:  # Postgres text cannot hold NUL, nor can a real object's name
+            raise ValueError(f"an ObjectCreated record whose bucket, key or eTag holds NUL: {str(record)[:200]}")
+        created.append((bucket, key, version.strip('"'), size))
     return created, ignored
 
 

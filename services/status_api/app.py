@@ -24,7 +24,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from common.db import build_pool
 from common.embedding import Embedder, build_embedder
-from common.http import TenantDep, probe_router
+from common.http import NO_NUL, BatchIdInSql, FileIdInSql, TenantDep, probe_router
 from common.observability import RequestMetrics
 from common.problems import Problem, install_problem_handlers
 from common.storage import build_s3_client
@@ -143,12 +143,6 @@ _BAD_CURSOR = {400: {"model": ProblemDetail, "description": "invalid_cursor: not
 _FILE_NOT_FOUND = {404: {"model": ProblemDetail, "description": (
     "batch_not_found, or file_not_found: no such file in the tenant's batch, or its result is not stored yet")}}
 _STORE_UNAVAILABLE = {503: {"model": ProblemDetail, "description": "the database or the object store is unavailable"}}
-
-
-# Postgres text cannot hold NUL: a parameter that reaches SQL refuses it with a 422 naming the parameter.
-NO_NUL = r"^[^\x00]*$"
-BatchIdInSql = Annotated[str, Path(pattern=NO_NUL)]
-FileIdInSql = Annotated[str, Path(pattern=NO_NUL)]
 
 
 def _batch_not_found(batch_id: str) -> Problem:

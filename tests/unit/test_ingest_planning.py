@@ -190,6 +190,15 @@ def test_s3_event_records_aws_and_minio() -> None:
         s3_event_objects({"Records": "no"})
 
 
+@pytest.mark.parametrize("obj", [{"key": "a/x%00.png", "eTag": "e1"}, {"key": "a/x.png", "eTag": "e\x00"}])
+def test_an_s3_event_record_holding_nul_is_refused(obj) -> None:
+    from services.ingest.planning import s3_event_objects
+
+    with pytest.raises(ValueError, match="NUL"):
+        s3_event_objects({"Records": [{"eventName": "ObjectCreated:Put",
+                                       "s3": {"bucket": {"name": "b"}, "object": obj}}]})
+
+
 def test_a_retry_plans_chunks_of_its_own_attempt() -> None:
     from services.ingest.planning import plan_retry
 
