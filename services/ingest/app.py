@@ -208,7 +208,7 @@ _ADD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data"
                  (409, ProblemCode.BATCH_SEALED, "the batch is sealed, or was never open"),
                  (413, ProblemCode.BATCH_FULL, "the batch would hold more files than max_files_per_open_batch"),
                  (415, ProblemCode.UNSUPPORTED_MEDIA_TYPE, "the body is not multipart/form-data")))
-async def add_batch_files(batch_id: str, request: Request, tenant: TenantDep, settings: SettingsDep,
+async def add_batch_files(batch_id: BatchIdInSql, request: Request, tenant: TenantDep, settings: SettingsDep,
                           producer: ProducerDep, s3: S3Dep, objects: ObjectsDep, pool: PoolDep,
                           idempotency_key: IdempotencyKey = None) -> JSONResponse:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -230,8 +230,8 @@ async def add_batch_files(batch_id: str, request: Request, tenant: TenantDep, se
 @router.post("/batches/{batch_id}/seal", status_code=202, response_model=SealAccepted, operation_id="seal_batch",
              summary="Seal an open batch (idempotent: 202 when this request sealed it, 200 when it already was); "
                      "it completes once every file has a result",
-             responses=problem_responses(_AUTH, _NO_BATCH, _CANCELLED, _UNAVAILABLE))
-def seal_batch(batch_id: str, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
+             responses=problem_responses(_AUTH, _NO_BATCH, _CANCELLED, _INVALID, _UNAVAILABLE))
+def seal_batch(batch_id: BatchIdInSql, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, pool: PoolDep
                ) -> JSONResponse:
     answer, sealed_now = lifecycle.seal_batch(batch_id, tenant=tenant, settings=settings, producer=producer,
                                               pool=pool)
