@@ -14,7 +14,7 @@ from typing import Annotated
 
 import urllib3
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, status
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from minio import Minio
 from minio.error import MinioException, S3Error
 from psycopg import Connection, OperationalError
