@@ -98,9 +98,10 @@ ENDPOINT_VARS = ("OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS", "OCRSTREAM_S3_ENDPOINT", "
                  "OCRSTREAM_S3_SECRET_KEY", "OCRSTREAM_DATABASE_URL")
 
 
-def fresh_env(endpoints: dict[str, str], **extra: str) -> dict[str, str]:
-    """Endpoints plus topics, bucket and schema of this run's own (created)."""
-    env = isolated_env(endpoints, f"bench{uuid.uuid4().hex[:8]}", partitions=6) | extra
+def fresh_env(endpoints: dict[str, str], *, engine: str = "tesseract") -> dict[str, str]:
+    """Endpoints plus topics, bucket and schema of this run's own (created), and the OCR engine named: the
+    variables also go into os.environ (for Settings()), so a run must never inherit the previous run's engine."""
+    env = isolated_env(endpoints, f"bench{uuid.uuid4().hex[:8]}", partitions=6) | {"OCRSTREAM_ENGINE": engine}
     os.environ.update(env)
     settings = Settings()
     ensure_topics(settings)
@@ -308,7 +309,7 @@ def main() -> None:
         print(f"S3 raw rates, 16 threads, 1.5 KB: PUT {put:.0f}/s, GET {get:.0f}/s", flush=True)
 
         pngs = small_pngs(work / "small", args.small_files, 32, seed=1)
-        env = fresh_env(endpoints, OCRSTREAM_ENGINE="fast")
+        env = fresh_env(endpoints, engine="fast")
         rate, to_202 = pipeline_run(env, work / "logs-fast", pngs, workers=2, chunk_size=args.fast_chunk_size,
                                     embeddings=False)
         figures |= {"fast_engine_files_per_s": round(rate, 1), "seconds_to_202_1000_small": round(to_202, 3)}

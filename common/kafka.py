@@ -81,6 +81,9 @@ def build_consumer(settings: Settings, *, group_id: str, client_id: str, **overr
         "enable.auto.commit": False,  # offsets move only with the work they account for
         "auto.offset.reset": "earliest",
         "session.timeout.ms": 10000,  # broker minimum is 6000 on the dev stack
+        # A joining worker gets its partitions in the second round of a cooperative rebalance, which the others
+        # learn of by heartbeat: librdkafka's 3 s default left a new worker idle that long.
+        "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 600000,  # OCR of a chunk can take minutes
         # A partition resumed after a pause waits for the fetch request in flight: librdkafka's 500 ms default
         # long poll made that up to half a second (the OCR worker pauses only once it holds a few records).
