@@ -26,12 +26,13 @@ FULL = os.environ.get("OCRSTREAM_CHAOS_SCALE") == "full"
 
 
 def distinct_images(directory: Path, count: int) -> list[Path]:
-    """`count` small PNGs, each different (ingest dedupes identical files within a batch)."""
+    """`count` small PNGs, each different, and different from every other call's (the directory's name is drawn
+    on each): ingest would link a file identical to an earlier one as a duplicate instead of reading it."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
-        image = Image.new("L", (96, 48), 255)
-        ImageDraw.Draw(image).text((4, 16), f"file {i:06d}", fill=0)
+        image = Image.new("L", (240, 48), 255)
+        ImageDraw.Draw(image).text((4, 8), f"{directory.name}\nfile {i:06d}", fill=0)
         path = directory / f"f{i:06d}.png"
         image.save(path)
         paths.append(path)
@@ -77,7 +78,7 @@ class Pipeline:
     client: Client
     files: Path
 
-    def submit(self, count: int, name: str, offset: int = 0) -> tuple[str, int]:
+    def submit(self, count: int, name: str) -> tuple[str, int]:
         """A batch of `count` new distinct files; (batch id, count)."""
         paths = distinct_images(self.files / f"{name}-{uuid.uuid4().hex[:6]}", count)
         accepted = self.client.submit(paths, name=name, chunk_size=2, embeddings=False)

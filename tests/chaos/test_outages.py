@@ -9,7 +9,7 @@ import pytest
 
 from deploy.devstack import stack_endpoints, start_stack, stop_stack
 from tests.chaos.harness import FULL, assert_exactly_once, is_ready, pipeline_on, wait_until
-from tests.chaos.test_kill_mid_batch import wait_for_rows
+from tests.chaos.test_kill_mid_batch import persisted_files, wait_for_rows
 
 pytestmark = pytest.mark.chaos
 
@@ -20,7 +20,9 @@ FILES = 400 if FULL else 120
 @pytest.fixture(scope="module")
 def pipeline(private_stack_settings, tmp_path_factory):
     start_stack(private_stack_settings)
-    with pipeline_on(stack_endpoints(private_stack_settings), tmp_path_factory.mktemp("outages")) as pipeline:
+    # Paced OCR (50 ms a file): the batch is still being fetched, read and persisted when a part is stopped.
+    with pipeline_on(stack_endpoints(private_stack_settings), tmp_path_factory.mktemp("outages"),
+                     OCRSTREAM_ENGINE="tests.paced_engine:build") as pipeline:
         yield pipeline
 
 
@@ -33,7 +35,9 @@ def ride_out(pipeline, stack, part: str, not_ready: list) -> None:
     pids = {name: s.pid for name, s in pipeline.services.items()}
     batch_id, total = pipeline.submit(FILES, f"{part}-outage")
     wait_for_rows(pipeline.settings, batch_id, 4)
+    left = total - persisted_files(pipeline.settings, batch_id)
     stop_stack(stack, [part])
+    assert left > 0, f"the batch was still under way when {part} stopped"
     stopped = time.monotonic()
     for service in not_ready:
         wait_until(lambda: not is_ready(service), OUTAGE_S, f"{service.name} reports not ready without {part}")
@@ -43,8 +47,8 @@ def ride_out(pipeline, stack, part: str, not_ready: list) -> None:
     for service in not_ready:
         wait_until(lambda: is_ready(service), 120, f"{service.name} ready again by itself after {part} is back")
     final = assert_exactly_once(pipeline, batch_id, total)
-    print(f"{part} down {OUTAGE_S} s: {total} files completed {time.monotonic() - back:.1f} s after its return "
-          f"({final['succeeded']} ok, {final['failed']} failed)")
+    print(f"{part} down {OUTAGE_S} s: {total} files, {left} without a row when it stopped, completed "
+          f"{time.monotonic() - back:.1f} s after its return ({final['succeeded']} ok, {final['failed']} failed)")
     assert final["failed"] == 0, "an outage fails no file"
     assert {name: s.pid for name, s in pipeline.services.items()} == pids
     assert all(s.alive() for s in pipeline.services.values()), "no service exited"
