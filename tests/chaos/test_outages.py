@@ -30,13 +30,14 @@ def workers(pipeline) -> list:
     return [s for name, s in pipeline.services.items() if name.startswith("ocr_worker")]
 
 
-def ride_out(pipeline, stack, part: str, not_ready: list) -> None:
-    """A batch; once rows arrive, `part` stopped for OUTAGE_S; the `not_ready` services must say so meanwhile."""
+def ride_out(pipeline, stack, part: str, not_ready: list, *, kill: bool = False) -> None:
+    """A batch; once rows arrive, `part` stopped (kill: SIGKILLed) for OUTAGE_S; the `not_ready` services must
+    say so meanwhile."""
     pids = {name: s.pid for name, s in pipeline.services.items()}
     batch_id, total = pipeline.submit(FILES, f"{part}-outage")
     wait_for_rows(pipeline.settings, batch_id, 4)
     left = total - persisted_files(pipeline.settings, batch_id)
-    stop_stack(stack, [part])
+    stop_stack(stack, [part], kill=kill)
     assert left > 0, f"the batch was still under way when {part} stopped"
     stopped = time.monotonic()
     for service in not_ready:
@@ -55,7 +56,14 @@ def ride_out(pipeline, stack, part: str, not_ready: list) -> None:
 
 
 def test_kafka_down_mid_batch(pipeline, private_stack_settings):
-    ride_out(pipeline, private_stack_settings, "kafka", [*workers(pipeline), pipeline.services["persister"]])
+    # SIGKILLed, not shut down: a lone broker's controlled shutdown leaves every partition without a leader, and
+    # its transaction coordinator then skips the markers of a transaction it is committing ("Couldn't find
+    # leader endpoint ... likely deleted already and hence can be skipped", KAFKA-5202's path): a commit the
+    # producer was told succeeded ends up aborted (seen here: 2 results lost). After a crash the coordinator
+    # finds the commit prepared and writes its markers once the broker is back. With 3 brokers
+    # (test_broker_cluster) leaders move on a shutdown and the markers are written.
+    ride_out(pipeline, private_stack_settings, "kafka", [*workers(pipeline), pipeline.services["persister"]],
+             kill=True)
 
 
 def test_postgres_down_mid_batch(pipeline, private_stack_settings):
