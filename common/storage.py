@@ -42,6 +42,16 @@ def ensure_bucket(client: Minio, bucket: str) -> None:
                 raise
 
 
+def read_object(client: Minio, bucket: str, key: str) -> bytes:
+    """A whole (small) object through the minio SDK, its connection given back to the pool."""
+    response = client.get_object(bucket, key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
 @dataclass(frozen=True)
 class StoredObject:
     bucket: str

@@ -21,6 +21,8 @@ from psycopg_pool import ConnectionPool
 
 from common.errors import DeliveryFailed
 from common.kafka import Record, message_record, produce_and_flush
+from common.problems import Problem
+from common.storage import read_object
 from schemas.api import CancelAccepted, ProblemCode, RetryAccepted, SealAccepted
 from schemas.batch_events import (BatchCancelled, BatchCreated, BatchFilesAdded, BatchOptions, BatchRetryRequested,
                                   BatchSealed, DuplicateFile, RejectedFile)
@@ -29,7 +31,6 @@ from schemas.progress import BatchStatus
 from schemas.results import INGEST_ENGINE
 from services.ingest import queries
 from services.ingest.planning import manifest_key, plan_addition, plan_retry, status_url
-from common.problems import Problem
 from services.ingest.settings import IngestSettings
 
 __all__ = ["EventsFor", "addition", "cancel_batch", "check_room", "recording_open", "retry_batch", "seal_batch",
@@ -119,12 +120,7 @@ def _manifest(s3: Minio, settings: IngestSettings, tenant: str, batch_id: str, p
     stored: dict[str, StoredFile] = {}
     for part in range(parts):
         try:
-            response = s3.get_object(settings.s3_bucket, manifest_key(tenant, batch_id, part))
-            try:
-                data = response.read()
-            finally:
-                response.close()
-                response.release_conn()
+            data = read_object(s3, settings.s3_bucket, manifest_key(tenant, batch_id, part))
         except S3Error as exc:
             if exc.code == "NoSuchKey":
                 continue  # a batch accepted before manifests were kept: none of its files can run again
