@@ -174,16 +174,12 @@ _CREATE_BODY = {"requestBody": {"required": True, "content": {
 async def create_batch(request: Request, tenant: TenantDep, settings: SettingsDep, producer: ProducerDep, s3: S3Dep,
                        objects: ObjectsDep, pool: PoolDep, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     started = time.perf_counter()
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = _media_type(request)
     clients = {"tenant": tenant, "settings": settings, "producer": producer, "s3": s3, "pool": pool,
                "idempotency_key": _checked_key(idempotency_key)}
-    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        form = await _read_form(request, settings)
-        try:
-            uploads, fields = _multipart_batch(form, BatchCreateFields)
+    if media_type in _FORM_TYPES:
+        async with _uploaded(request, settings, BatchCreateFields) as (uploads, fields):
             accepted = await run_in_threadpool(submit_uploads, uploads, fields, objects=objects, **clients)
-        finally:
-            await form.close()
     elif media_type == "application/json" or media_type.endswith("+json"):
         body = _parsed(S3BatchCreate, await request.body())
         accepted = await run_in_threadpool(submit_objects, body, **clients)
@@ -211,19 +207,14 @@ _ADD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data"
 async def add_batch_files(batch_id: BatchIdInSql, request: Request, tenant: TenantDep, settings: SettingsDep,
                           producer: ProducerDep, s3: S3Dep, objects: ObjectsDep, pool: PoolDep,
                           idempotency_key: IdempotencyKey = None) -> JSONResponse:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    if (media_type := _media_type(request)) not in _FORM_TYPES:
         raise Problem(415, ProblemCode.UNSUPPORTED_MEDIA_TYPE,
                       f"the body is {media_type or 'untyped'}: send the files as multipart/form-data")
     key = _checked_key(idempotency_key)
-    form = await _read_form(request, settings)
-    try:
-        uploads, fields = _multipart_batch(form, FilesAddFields)
+    async with _uploaded(request, settings, FilesAddFields) as (uploads, fields):
         accepted = await run_in_threadpool(add_uploads, batch_id, uploads, fields, tenant=tenant, settings=settings,
                                            producer=producer, s3=s3, objects=objects, pool=pool,
                                            idempotency_key=key)
-    finally:
-        await form.close()
     return _accepted_response(accepted, settings)
 
 
@@ -305,10 +296,24 @@ async def _read_form(request: Request, settings: IngestSettings) -> FormData:
         raise Problem(400, ProblemCode.INVALID_MULTIPART, reason) from exc
 
 
-def _multipart_batch(form: FormData, model: type[BaseModel]) -> tuple[list[UploadFile], Any]:
-    uploads = [part for part in form.getlist("files") if isinstance(part, UploadFile)]
-    fields = {name: value for name, value in form.multi_items() if name != "files" and isinstance(value, str)}
-    return uploads, _validated(model, fields)
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@asynccontextmanager
+async def _uploaded(request: Request, settings: IngestSettings, model: type[BaseModel]
+                    ) -> AsyncIterator[tuple[list[UploadFile], Any]]:
+    """A multipart request's files and its other fields validated as `model`; the form closed afterwards."""
+    form = await _read_form(request, settings)
+    try:
+        uploads = [part for part in form.getlist("files") if isinstance(part, UploadFile)]
+        fields = {name: value for name, value in form.multi_items() if name != "files" and isinstance(value, str)}
+        yield uploads, _validated(model, fields)
+    finally:
+        await form.close()
 
 
 def _parsed(model: type[BaseModel], body: bytes) -> Any:
