@@ -42,7 +42,7 @@ def ensure_bucket(client: Minio, bucket: str) -> None:
                 raise
 
 
-def read_object(client: Minio, bucket: str, key: str) -> bytes:
+def get_object_bytes(client: Minio, bucket: str, key: str) -> bytes:
     """A whole (small) object through the minio SDK, its connection given back to the pool."""
     response = client.get_object(bucket, key)
     try:

@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from common.errors import DeliveryFailed
 from common.kafka import Record, message_record, produce_and_flush
 from common.problems import Problem
-from common.storage import read_object
+from common.storage import get_object_bytes
 from schemas.api import CancelAccepted, ProblemCode, RetryAccepted, SealAccepted
 from schemas.batch_events import (BatchCancelled, BatchCreated, BatchFilesAdded, BatchOptions, BatchRetryRequested,
                                   BatchSealed, DuplicateFile, RejectedFile)
@@ -120,7 +120,7 @@ def _manifest(s3: Minio, settings: IngestSettings, tenant: str, batch_id: str, p
     stored: dict[str, StoredFile] = {}
     for part in range(parts):
         try:
-            data = read_object(s3, settings.s3_bucket, manifest_key(tenant, batch_id, part))
+            data = get_object_bytes(s3, settings.s3_bucket, manifest_key(tenant, batch_id, part))
         except S3Error as exc:
             if exc.code == "NoSuchKey":
                 continue  # a batch accepted before manifests were kept: none of its files can run again

@@ -27,7 +27,7 @@ from common.embedding import Embedder, build_embedder
 from common.http import NO_NUL, BatchIdInSql, FileIdInSql, TenantDep, probe_router
 from common.observability import RequestMetrics
 from common.problems import Problem, install_problem_handlers
-from common.storage import build_s3_client, read_object
+from common.storage import build_s3_client, get_object_bytes
 from schemas.api import (
     BatchesPublic, BatchPublic, FileResultPublic, FileResultsPublic, FileSummariesPublic, ProblemCode, ProblemDetail,
     SearchResults,
@@ -370,7 +370,7 @@ def get_page_image(
         raise Problem(status.HTTP_404_NOT_FOUND, ProblemCode.PAGE_NOT_FOUND,
                        f"file {file_id} has {info.page_count} page(s) with results; there is no page {page_number}")
     with _object_store_errors(batch_id, file_id):
-        data = read_object(s3, settings.s3_bucket, _object_key(tenant, batch_id, file_id))
+        data = get_object_bytes(s3, settings.s3_bucket, _object_key(tenant, batch_id, file_id))
     try:
         png = page_png(data, page_number, size, width)
     except PageNotRenderable as exc:
