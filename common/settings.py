@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     topic_batch_progress: str = Topic.BATCH_PROGRESS.value
     topic_partitions: int = Field(6, ge=1, description="Partitions of each topic at creation; bounds worker parallelism")
     topic_replication_factor: int = 1
+    # Known beyond their own service: ingest's repair of lost results reads how far each group got.
+    worker_group: str = Field("ocrstream-ocr-worker", description="The OCR workers' consumer group; also prefixes "
+                              "their transactional.id")
+    persister_group: str = Field("ocrstream-persister", description="The persister's group (its offsets are kept "
+                                 "in Postgres)")
 
     s3_endpoint: str = "127.0.0.1:19000"
     s3_access_key: str = "ocrstream"

@@ -14,7 +14,7 @@ POST /v1/batches, top to bottom (the API key and the body size were checked befo
 POST /v1/batches/{batch_id}/files adds files to an open batch (created with open=true) the same way: steps 1-6
 with the batch's options, its row in open_batches locked meanwhile (lifecycle.addition); .../seal seals it.
 Cancel, retry, additions' bookkeeping and seal (lifecycle.py) and S3 events (s3_events.py) are plain functions
-the routes below call.
+the routes below call. A thread runs again the files of stalled batches whose results the broker lost (repair.py).
 """
 import hashlib
 import io
@@ -66,6 +66,7 @@ from services.ingest.planning import (
     plan_batch, request_fingerprint, status_url,
 )
 from common.problems import Problem, install_problem_handlers, problem_responses
+from services.ingest.repair import LostResultRepair
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import list_prefix, verify_objects
 
@@ -811,9 +812,12 @@ def create_app(settings: IngestSettings) -> FastAPI:
             refs, batch_id=batch_id, file_ids=file_ids, tenant=tenant, fields=S3BatchCreate(objects=refs),
             settings=settings, producer=producer, s3=s3, pool=pool, all_refused_is_error=False))
         grouper.start()
+        repair = LostResultRepair(settings, pool, s3, producer)
+        repair.start()
         try:
             yield
         finally:
+            repair.stop()
             grouper.stop()
             # Every request flushed its own records; this only drains delivery reports.
             await run_in_threadpool(producer.flush, settings.kafka_delivery_timeout_s)

@@ -33,8 +33,8 @@ from services.ingest import queries
 from services.ingest.planning import manifest_key, plan_addition, plan_retry, status_url
 from services.ingest.settings import IngestSettings
 
-__all__ = ["EventsFor", "addition", "cancel_batch", "check_room", "recording_open", "retry_batch", "seal_batch",
-           "transaction"]
+__all__ = ["EventsFor", "addition", "cancel_batch", "check_room", "manifest", "recording_open", "retry_batch",
+           "seal_batch", "send", "transaction"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def cancel_batch(batch_id: str, *, tenant: str, settings: IngestSettings, produc
     if status in _FINISHED:
         raise Problem(409, ProblemCode.BATCH_FINISHED, f"the batch already {status.value}; nothing to cancel")
     if status is not BatchStatus.CANCELLED and batch["cancel_requested_at"] is None:
-        _send(producer, settings, [message_record(settings.topic_batch_events, batch_id,
+        send(producer, settings, [message_record(settings.topic_batch_events, batch_id,
                                                   BatchCancelled(batch_id=batch_id, tenant=tenant))])
         log.info("cancel requested", extra={"batch_id": batch_id, "tenant": tenant})
     with _database(), pool.connection() as conn:  # on every answer: a repeat after a 503 here marks it too
@@ -77,14 +77,14 @@ def retry_batch(batch_id: str, file_ids: list[str], *, tenant: str, settings: In
             raise Problem(409, ProblemCode.BATCH_NOT_FINISHED,
                           f"the batch is {status.value if status not in _FINISHED else 'being retried'}; "
                           "retry once it has finished")
-        stored = _manifest(s3, settings, tenant, batch_id, queries.manifest_count(conn, batch_id))
+        stored = manifest(s3, settings, tenant, batch_id, queries.manifest_count(conn, batch_id))
         retryable = queries.retryable_files(conn, batch_id, INGEST_ENGINE) & stored.keys()
         chosen = _chosen(file_ids, retryable)
         attempt = queries.add_retry(conn, batch_id, chosen)
         chunks = plan_retry(batch_id, tenant, BatchOptions.model_validate(batch["options"] or {}),
                             [stored[f] for f in chosen], settings.default_chunk_size, attempt)
         event = BatchRetryRequested(batch_id=batch_id, tenant=tenant, file_ids=chosen, attempt=attempt)
-        _send(producer, settings, [message_record(settings.topic_batch_events, batch_id, event)]
+        send(producer, settings, [message_record(settings.topic_batch_events, batch_id, event)]
               + [message_record(settings.topic_ocr_chunks, c.chunk_id, c) for c in chunks])
     log.info("retry requested", extra={"batch_id": batch_id, "tenant": tenant, "attempt": attempt,
                                        "files": len(chosen), "chunks": len(chunks)})
@@ -115,7 +115,7 @@ def _tenants_batch(conn: psycopg.Connection, tenant: str, batch_id: str) -> dict
     return batch
 
 
-def _manifest(s3: Minio, settings: IngestSettings, tenant: str, batch_id: str, parts: int) -> dict[str, StoredFile]:
+def manifest(s3: Minio, settings: IngestSettings, tenant: str, batch_id: str, parts: int) -> dict[str, StoredFile]:
     """The StoredFiles of every part of the batch's manifest (one per addition to an open batch)."""
     stored: dict[str, StoredFile] = {}
     for part in range(parts):
@@ -204,13 +204,13 @@ def seal_batch(batch_id: str, *, tenant: str, settings: IngestSettings, producer
         queries.seal_open_batch(conn, batch_id)
         event = BatchSealed(batch_id=batch_id, tenant=tenant, total_files=batch["total_files"],
                             total_chunks=batch["total_chunks"])
-        _send(producer, settings, [message_record(settings.topic_batch_events, batch_id, event)])
+        send(producer, settings, [message_record(settings.topic_batch_events, batch_id, event)])
     log.info("batch sealed", extra={"batch_id": batch_id, "tenant": tenant, "files": event.total_files,
                                     "chunks": event.total_chunks})
     return answer, True
 
 
-def _send(producer: Producer, settings: IngestSettings, records: list[Record]) -> None:
+def send(producer: Producer, settings: IngestSettings, records: list[Record]) -> None:
     try:
         produce_and_flush(producer, records, timeout=settings.kafka_delivery_timeout_s + 1.0,
                           spread={settings.topic_ocr_chunks})

@@ -17,7 +17,7 @@ from schemas.results import FailureReason
 
 __all__ = [
     "MAX_FILE_NAME_CHARS", "SNIFF_BYTES", "FileRejected", "accepted_content_type", "check_size", "chunk_id_for", "file_id_for",
-    "initial_progress", "languages_problem", "location_allowed", "manifest_key", "plan_addition", "plan_batch", "plan_retry", "request_fingerprint",
+    "initial_progress", "languages_problem", "location_allowed", "manifest_key", "plan_addition", "plan_batch", "plan_redo", "plan_retry", "request_fingerprint",
     "s3_event_objects", "sniff_content_type", "status_url",
 ]
 
@@ -140,9 +140,17 @@ def plan_retry(batch_id: str, tenant: str, options: BatchOptions, files: list[St
     return _chunks(batch_id, tenant, options, files, chunk_size, utc_now(), attempt=attempt)
 
 
+def plan_redo(batch_id: str, tenant: str, options: BatchOptions, files: list[StoredFile], chunk_size: int,
+              attempt: int, token: str) -> list[ChunkRequested]:
+    """Files whose results were lost, run again in the attempt they were in: ids of their own
+    ({batch}.redo{token}.NNNNN); a result of the same attempt that turns up after all changes nothing."""
+    return _chunks(batch_id, tenant, options, files, chunk_size, utc_now(), attempt=attempt,
+                   prefix=f"{batch_id}.redo{token}")
+
+
 def _chunks(batch_id: str, tenant: str, options: BatchOptions, files: list[StoredFile], chunk_size: int, now,
-            *, attempt: int, first_index: int = 0) -> list[ChunkRequested]:
-    prefix = batch_id if attempt == 1 else f"{batch_id}.r{attempt}"
+            *, attempt: int, first_index: int = 0, prefix: str | None = None) -> list[ChunkRequested]:
+    prefix = prefix or (batch_id if attempt == 1 else f"{batch_id}.r{attempt}")
     return [
         ChunkRequested(batch_id=batch_id, chunk_id=chunk_id_for(prefix, index), tenant=tenant, attempt=attempt,
                        options=options, files=files[start : start + chunk_size], requested_at=now)

@@ -94,6 +94,29 @@ def manifest_count(conn: Connection, batch_id: str) -> int:
     return row[0] if row else 1
 
 
+# --- repair of lost results --------------------------------------------------------------------------------
+def stalled_batches(conn: Connection, stalled_s: float, limit: int = 100) -> list[dict]:
+    """Sealed batches not finished nor being cancelled whose row (bumped by every result) is older than stalled_s."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT batch_id, tenant, options FROM batches
+               WHERE status IN ('pending', 'processing') AND sealed AND cancel_requested_at IS NULL
+                 AND total_files > 0 AND updated_at < now() - make_interval(secs => %s)
+               ORDER BY updated_at LIMIT %s""", (stalled_s, limit)).fetchall()
+
+
+def awaited_results(conn: Connection, batch_id: str) -> tuple[set[str], dict[str, int]]:
+    """The batch's files that have a result row, and of those the ones waiting for a retry's (→ its attempt)."""
+    rows = conn.execute("SELECT file_id, retry_attempt FROM files WHERE batch_id = %s", (batch_id,)).fetchall()
+    return {file_id for file_id, _ in rows}, {file_id: attempt for file_id, attempt in rows if attempt is not None}
+
+
+def stored_offsets(conn: Connection, group_id: str) -> dict[tuple[str, int], int]:
+    """The next offset per partition of a group whose offsets live in Postgres (the persister's)."""
+    rows = conn.execute("SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = %s", (group_id,))
+    return {(topic, partition): offset for topic, partition, offset in rows}
+
+
 # --- Idempotency-Key ---------------------------------------------------------------------------------------
 def stored_answer(conn: Connection, tenant: str, key: str, ttl_s: float) -> tuple[str, dict] | None:
     """(request sha256, first answer) of a key still within its time to live."""

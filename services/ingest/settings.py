@@ -38,4 +38,7 @@ class IngestSettings(Settings):
     s3_read_concurrency: int = Field(8, ge=1, description="S3 objects verified (stat, sha256) at once per request")
     s3_event_window_s: float = Field(
         10.0, gt=0, description="S3 event notifications of one tenant arriving within this window form one batch")
+    stalled_batch_s: float = Field(
+        120.0, gt=0, description="A sealed batch with no new result for this long, while the workers and the "
+        "persister have nothing left to read, has its files without a result run again (results the broker lost)")
     db_pool_size: int = Field(8, ge=1, description="Postgres connections (dedupe, Idempotency-Key, cancel, retry)")

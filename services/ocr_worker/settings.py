@@ -8,7 +8,6 @@ class WorkerSettings(Settings):
         default_factory=default_instance_id,
         description="Stable per replica: part of the transactional.id, so a restarted replica fences its zombie",
     )
-    worker_group: str = Field("ocrstream-ocr-worker", description="Consumer group; also prefixes the transactional.id")
     engine: str = Field("tesseract", description="tesseract | fast (pipeline benchmarks only) | package.module:factory")
     embedder: str = "use-multilingual-v3"
     transaction_timeout_ms: int = Field(60000, description="Only produce+commit run inside the transaction, not OCR")

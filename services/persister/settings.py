@@ -5,7 +5,6 @@ from common.settings import Settings, default_instance_id
 
 class PersisterSettings(Settings):
     persister_id: str = Field(default_factory=default_instance_id)
-    persister_group: str = "ocrstream-persister"
     max_messages_per_transaction: int = Field(500, ge=1)
     poll_timeout_s: float = 0.5
     db_retry_backoff_s: float = Field(1.0, description="First wait after a database error; doubles up to 30 s")

@@ -230,3 +230,19 @@ def test_an_addition_continues_the_chunk_numbering_and_carries_the_new_totals():
     assert (added.total_files, added.total_chunks) == (7 + 5 + 1, 6)
     assert [c.chunk_id for c in added.chunks] == [c.chunk_id for c in chunks]
     assert (manifest_key("t", "bid"), manifest_key("t", "bid", 2)) == ("t/bid/manifest.json", "t/bid/manifest.2.json")
+
+
+def test_lost_files_run_again_in_the_attempt_they_were_in_under_chunk_ids_of_their_own():
+    from services.ingest.planning import plan_redo
+    from services.ingest.repair import lost_files
+
+    stored = {f.file_id: f for f in _stored(5)}
+    ids = sorted(stored)
+    # ids[0]: a result; ids[1]: a failed result waiting for retry 2's; ids[2:]: no result at all.
+    by_attempt = lost_files(stored, with_result={ids[0], ids[1]}, awaiting_retry={ids[1]: 2})
+    assert {a: sorted(f.file_id for f in files) for a, files in by_attempt.items()} == {1: ids[2:], 2: [ids[1]]}
+    assert lost_files(stored, with_result=set(ids), awaiting_retry={}) == {}
+
+    chunks = plan_redo("batch", "t", BatchOptions(), by_attempt[1], 2, attempt=1, token="ab12")
+    assert [(c.chunk_id, c.attempt, len(c.files)) for c in chunks] == [("batch.redoab12.00000", 1, 2),
+                                                                       ("batch.redoab12.00001", 1, 1)]
