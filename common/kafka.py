@@ -2,6 +2,7 @@
 import base64
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -19,8 +20,38 @@ from schemas.base import Message as MessageModel
 from schemas.topics import Topic, encode, message_headers
 
 log = logging.getLogger(__name__)
+
+
+class RepeatsDropped(logging.Filter):
+    """While a broker is away librdkafka tries to connect every few tens of milliseconds and logs every try: one
+    line per message (its timings aside) per window_s is kept, with how many were dropped before it."""
+
+    _TIMINGS = re.compile(r"\d+(\.\d+)?ms")
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}  # message → when last kept, how many dropped since
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key, now = self._TIMINGS.sub("", record.getMessage()), time.monotonic()
+        with self._lock:
+            kept_at, dropped = self._seen.get(key, (float("-inf"), 0))
+            if now - kept_at < self._window_s:
+                self._seen[key] = (kept_at, dropped + 1)
+                return False
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        if dropped:
+            record.repeats_dropped = dropped
+        return True
+
+
 # librdkafka's own warnings go through Python logging, so they come out as JSON lines like everything else.
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+_LIBRDKAFKA_LOG.addFilter(RepeatsDropped())
 
 # Per-topic configs at creation. batch.progress is a changelog of absolute snapshots: compact it.
 TOPIC_CONFIGS: dict[Topic, dict[str, str]] = {

@@ -58,3 +58,25 @@ def test_each_request_is_counted_by_route_template_and_logged_once(caplog):
 ])
 def test_partition_lag(position, low, high, lag):
     assert partition_lag(position, low, high) == lag
+
+
+def test_librdkafka_lines_repeated_within_the_window_are_dropped_and_counted(monkeypatch):
+    from common import kafka
+
+    clock = [100.0]
+    monkeypatch.setattr(kafka.time, "monotonic", lambda: clock[0])
+    repeats = kafka.RepeatsDropped(window_s=10)
+
+    def line(text: str) -> logging.LogRecord:
+        return logging.LogRecord("librdkafka", logging.ERROR, "", 0, text, (), None)
+
+    refused = "FAIL [worker#consumer-2]: Connect to ipv4#127.0.0.1:19092 failed: Connection refused (after {}ms)"
+    assert repeats.filter(line(refused.format(0)))
+    clock[0] += 0.05
+    assert not repeats.filter(line(refused.format(1))), "the same line, its timing aside, within the window"
+    assert repeats.filter(line("another message")), "other lines are kept"
+    clock[0] += 0.05
+    assert not repeats.filter(line(refused.format(0)))
+    clock[0] += 10
+    kept = line(refused.format(0))
+    assert repeats.filter(kept) and kept.repeats_dropped == 2
