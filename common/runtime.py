@@ -1,5 +1,5 @@
-"""Process plumbing for the Kafka workers: a stop event set by SIGTERM/SIGINT, the probe endpoints, the run, and
-cyclic garbage collection paused around large polls."""
+"""Process plumbing for the Kafka workers: a stop event set by SIGTERM/SIGINT, the probe endpoints, the run,
+cyclic garbage collection paused around large polls, and a periodic task's thread."""
 import gc
 import logging
 import signal
@@ -28,6 +28,37 @@ def cyclic_gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+class PeriodicTask:
+    """`tick()` every interval_s on a thread of its own, from start() to stop(). A tick that raises is logged and
+    the next one tries again; `deferred` errors (a dependency away) as a warning, others with their traceback."""
+
+    def __init__(self, name: str, interval_s: float, tick: Callable[[], object], *,
+                 deferred: tuple[type[Exception], ...] = ()) -> None:
+        self.name = name
+        self._interval_s = interval_s
+        self._tick = tick
+        self._deferred = deferred
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._tick()
+            except self._deferred as exc:
+                log.warning("periodic task deferred: a dependency is unavailable", extra={"task": self.name,
+                                                                                         "error": str(exc)})
+            except Exception:
+                log.exception("periodic task failed; tried again next round", extra={"task": self.name})
 
 
 def stop_on_signals() -> threading.Event:

@@ -817,7 +817,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
         try:
             yield
         finally:
-            repair.stop()
+            repair.stop(timeout_s=35)  # past a Kafka probe's own timeout
             grouper.stop()
             # Every request flushed its own records; this only drains delivery reports.
             await run_in_threadpool(producer.flush, settings.kafka_delivery_timeout_s)

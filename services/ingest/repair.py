@@ -14,18 +14,18 @@ batch without a result (or still waiting for a retry's) was lost, not late; it r
 the attempt it was in. The persister keeps the first result of an attempt, so a lost one that turns up after
 all changes nothing."""
 import logging
-import threading
 import time
 import uuid
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from minio import Minio
 from prometheus_client import Counter
 from psycopg_pool import ConnectionPool
 
 from common.kafka import build_consumer, message_record
 from common.problems import Problem
+from common.runtime import PeriodicTask
 from schemas.batch_events import BatchOptions
 from schemas.chunks import StoredFile
 from services.ingest import queries
@@ -43,30 +43,16 @@ FILES_RUN_AGAIN = Counter("ocrstream_ingest_lost_files_run_again_total",
 _PROBE_TIMEOUT_S = 30.0
 
 
-class LostResultRepair:
-    def __init__(self, settings: IngestSettings, pool: ConnectionPool, s3: Minio, producer) -> None:
+class LostResultRepair(PeriodicTask):
+    """The repair thread of one ingest process; the advisory lock lets one process act at a time."""
+
+    def __init__(self, settings: IngestSettings, pool: ConnectionPool, s3: Minio, producer: Producer) -> None:
+        super().__init__("lost-result-repair", min(10.0, settings.stalled_batch_s / 4), self.repair_stalled_batches,
+                         deferred=(psycopg.OperationalError, KafkaException, Problem))
         self._settings = settings
         self._pool = pool
         self._s3 = s3
         self._producer = producer
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lost-result-repair", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(_PROBE_TIMEOUT_S + 5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(min(10.0, self._settings.stalled_batch_s / 4)):
-            try:
-                self.repair_stalled_batches()
-            except (psycopg.OperationalError, KafkaException, Problem) as exc:
-                log.warning("lost-result repair deferred: a dependency is unavailable", extra={"error": str(exc)})
-            except Exception:
-                log.exception("lost-result repair failed; tried again next round")
 
     def repair_stalled_batches(self) -> dict[str, int]:
         """Batch id → files run again, for each stalled batch with files whose results were lost."""

@@ -4,7 +4,6 @@ the oldest has waited s3_event_window_s, and announces it. A group is committed 
 announced under deterministic ids, so a crash in between announces the same batch again, never a second one."""
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 
@@ -12,6 +11,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from schemas.api import ProblemCode, S3EventsAccepted, S3ObjectRef
+from common.runtime import PeriodicTask
 from services.ingest import queries
 from services.ingest.planning import file_id_for, location_allowed, s3_event_objects
 from common.problems import Problem
@@ -47,32 +47,15 @@ def receive(body: bytes, *, tenant: str, settings: IngestSettings, pool: Connect
     return S3EventsAccepted(received=len(objects) + ignored, new=new, duplicates=len(objects) - new, ignored=ignored)
 
 
-class EventGrouper:
+class EventGrouper(PeriodicTask):
     """The grouping thread of one ingest process; several processes share the work through row locks."""
 
     def __init__(self, settings: IngestSettings, pool: ConnectionPool, accept: AcceptObjects) -> None:
+        super().__init__("s3-event-grouper", min(1.0, settings.s3_event_window_s / 2), self.group_and_announce,
+                         deferred=(psycopg.OperationalError,))
         self._settings = settings
         self._pool = pool
         self._accept = accept
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="s3-event-grouper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        interval = min(1.0, self._settings.s3_event_window_s / 2)
-        while not self._stop.wait(interval):
-            try:
-                self.group_and_announce()
-            except psycopg.OperationalError as exc:
-                log.warning("s3 event grouping deferred: Postgres unavailable", extra={"error": str(exc)})
-            except Exception:
-                log.exception("s3 event grouping failed; tried again next round")
 
     def group_and_announce(self) -> list[str]:
         """1. group what is due (committed)  2. announce every group not yet announced, each under a lock so one
