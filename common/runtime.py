@@ -1,5 +1,6 @@
 """Process plumbing for the Kafka workers: a stop event set by SIGTERM/SIGINT, the probe endpoints, the run,
 cyclic garbage collection paused around large polls, and a periodic task's thread."""
+import faulthandler
 import gc
 import logging
 import signal
@@ -62,7 +63,9 @@ class PeriodicTask:
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set on SIGTERM or SIGINT, so the loop finishes its current transaction and exits cleanly."""
+    """An event set on SIGTERM or SIGINT, so the loop finishes its current transaction and exits cleanly. SIGUSR1
+    writes every thread's stack to stderr: what a process that looks stuck is doing."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame) -> None:

@@ -77,6 +77,23 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    def stacks(self, timeout: float = 5.0) -> str:
+        """Every thread's stack (SIGUSR1: the Kafka services dump them to their log), or why there are none."""
+        if not self.alive():
+            return f"({self.name} is not running)"
+        path = self.log_dir / f"{self.name}.log"
+        start = path.stat().st_size
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(path, "rb") as log:
+                log.seek(start)
+                dump = log.read().decode(errors="replace")
+            if "Current thread" in dump:  # faulthandler lists the other threads first, the signalled one last
+                return dump
+            time.sleep(0.1)  # poll interval of the deadline loop
+        return f"(no stack dump from {self.name} within {timeout:.0f} s)"
+
     def log_tail(self, lines: int = 60) -> str:
         path = self.log_dir / f"{self.name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"

@@ -97,6 +97,9 @@ class Pipeline:
             events = [line for line in service.log_tail(5000).splitlines()
                       if '"level": "warning"' in line or '"level": "error"' in line or "Traceback" in line]
             lines += [f"--- {service.name}: its last warnings ---", *events[-25:]]
+        for name, service in self.services.items():
+            if name.startswith(("ocr_worker", "persister")):  # the Kafka loops dump their stacks on SIGUSR1
+                lines += [f"--- {name}: its threads now ---", service.stacks()]
         return "\n".join(lines)
 
 

@@ -48,7 +48,10 @@ def ride_out(pipeline, stack, part: str, not_ready: list, *, kill: bool = False)
     start_stack(stack)
     back = time.monotonic()
     for service in not_ready:
-        wait_until(lambda: is_ready(service), 120, f"{service.name} ready again by itself after {part} is back")
+        try:
+            wait_until(lambda: is_ready(service), 120, f"{service.name} ready again by itself after {part} is back")
+        except AssertionError as exc:
+            pytest.fail(f"{exc}\n{pipeline.diagnosis(batch_id, total)}")
     final = assert_exactly_once(pipeline, batch_id, total)
     repaired = pipeline.services["ingest"].log_tail(5000).count('"lost results: files run again"')
     print(f"{part} down {OUTAGE_S} s: {total} files, {left} without a row when it stopped, completed "
