@@ -221,11 +221,13 @@ class OcrWorker:
         """The loop. Each chunk: pause, OCR (polling on), one transaction of results + consumed offset, resume."""
         self._stop = stop
         watch_broker(self.readiness, self._settings, stop)
-        self._producer = self._start_producer()
         self._consumer.subscribe([self._settings.topic_ocr_chunks],
                                  on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         while not stop.is_set():
             self._report_lag()
+            if self._producer is None:
+                self._restore_producer()
+                continue
             msg = self._held.popleft() if self._held else self._consumer.poll(0.5)
             if not is_record(msg):
                 continue
@@ -305,7 +307,7 @@ class OcrWorker:
             self._keep_alive()
             try:
                 if in_doubt and self._committed_past(msg):
-                    self.readiness.available("producer")  # the next chunk builds a new one if need be
+                    self.readiness.available("producer")  # the loop builds a new one if need be
                     return
                 if self._producer is None:
                     self._producer = self._start_producer()
@@ -371,6 +373,21 @@ class OcrWorker:
         self._producer = None  # the next try builds a new one
         PRODUCERS_REBUILT.inc()
         return kind
+
+    def _restore_producer(self) -> None:
+        """A producer (none yet, or one given up) is built before anything else is read, not at the next commit.
+        A transaction given up may hold a partition's consumed offset pending, and a read_committed consumer cannot
+        start that partition until it is settled (UNSTABLE_OFFSET_COMMIT, retried for as long as it lasts): the
+        new producer's init_transactions aborts that transaction at once."""
+        try:
+            self._producer = self._start_producer()
+            self.readiness.available("producer")
+        except (KafkaException, TransactionCallHung) as exc:
+            self.readiness.wait_for("producer", error=str(exc))
+            try:
+                self._wait(1.0)
+            except ChunkAbandoned:
+                pass  # stop requested
 
     def _start_producer(self) -> Producer:
         producer = self._new_producer()
