@@ -89,7 +89,7 @@ class ServiceProcess:
             with open(path, "rb") as log:
                 log.seek(start)
                 dump = log.read().decode(errors="replace")
-            if "Current thread" in dump:  # faulthandler lists the other threads first, the signalled one last
+            if "Current thread" in dump:  # faulthandler marks the thread that took the signal, in one write-out
                 return dump
             time.sleep(0.1)  # poll interval of the deadline loop
         return f"(no stack dump from {self.name} within {timeout:.0f} s)"

@@ -23,7 +23,7 @@ from minio import Minio
 from prometheus_client import Counter
 from psycopg_pool import ConnectionPool
 
-from common.kafka import build_consumer, message_record
+from common.kafka import PartitionEofTracker, build_consumer, message_record
 from common.problems import Problem
 from common.runtime import PeriodicTask
 from schemas.batch_events import BatchOptions
@@ -118,10 +118,11 @@ def has_unread_records(consumer: Consumer, positions: list[TopicPartition], time
     """Whether a read_committed reader from `positions` (the consumer built with enable.partition.eof) meets a
     record before the end of every partition. Not knowing within timeout_s counts as yes."""
     consumer.assign(positions)
-    at_end: set[tuple[str, int]] = set()
+    eof = PartitionEofTracker()
+    eof.assigned(positions)
     deadline = time.monotonic() + timeout_s
     try:
-        while len(at_end) < len(positions):
+        while not eof.caught_up:
             if time.monotonic() > deadline:
                 return True
             msg = consumer.poll(0.5)
@@ -131,7 +132,7 @@ def has_unread_records(consumer: Consumer, positions: list[TopicPartition], time
                 return True
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 raise KafkaException(msg.error())
-            at_end.add((msg.topic(), msg.partition()))
+            eof.reached_eof(msg.topic(), msg.partition())
         return False
     finally:
         consumer.unassign()
