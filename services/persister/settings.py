@@ -6,7 +6,8 @@ from common.settings import Settings, default_instance_id
 class PersisterSettings(Settings):
     persister_id: str = Field(default_factory=default_instance_id)
     max_messages_per_transaction: int = Field(500, ge=1)
-    poll_timeout_s: float = 0.5
+    poll_timeout_s: float = Field(0.1, gt=0, description="Longest wait to fill a transaction: what a lone result "
+                                  "waits for company (a backlog fills one at once)")
     db_retry_backoff_s: float = Field(1.0, description="First wait after a database error; doubles up to 30 s")
     probe_host: str = "127.0.0.1"
     probe_port: int = 9102
