@@ -229,14 +229,16 @@ def is_record(msg: Message | None) -> bool:
 def watch_broker(readiness: Readiness, settings: Settings, stop: threading.Event, every_s: float = 2.0) -> None:
     """Keep readiness's "broker" current: a metadata request every `every_s`, from a thread and a client of its
     own, since the loop may be blocked in a flush, a transaction or an OCR when the broker goes away (and the
-    client's "all brokers down" never reaches poll()). The thread ends with `stop`."""
+    client's "all brokers down" never reaches poll()). The thread ends with `stop`. It asks about one topic: the
+    whole cluster's metadata costs the broker and this process in proportion to the cluster (3 ms for 233 topics
+    here, 0.3 ms for one)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": _LIBRDKAFKA_LOG,
                          **settings.kafka_config})
 
     def watch() -> None:
         while not stop.wait(every_s):
             try:
-                admin.list_topics(timeout=every_s)
+                admin.list_topics(settings.topic_batch_events, timeout=every_s)
                 readiness.available("broker")
             except KafkaException as exc:
                 readiness.wait_for("broker", error=str(exc))

@@ -787,7 +787,7 @@ def is_ready(app: FastAPI) -> bool:
     checked_at, ready = getattr(app.state, "readiness", (float("-inf"), False))
     if time.monotonic() - checked_at > _READY_TTL_S:
         try:
-            app.state.producer.list_topics(timeout=2)
+            app.state.producer.list_topics(app.state.settings.topic_ocr_chunks, timeout=2)  # one topic's: cheap
             ready = app.state.s3.bucket_exists(app.state.settings.s3_bucket)
         except (KafkaException, *_STORE_ERRORS):
             ready = False
