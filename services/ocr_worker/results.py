@@ -4,7 +4,7 @@ from schemas.results import BoundingBox, FailureReason, FileResult, FileStatus, 
 from services.ocr_worker.engine import RecognizedPage
 
 
-def page_from_recognized(page_number: int, page: RecognizedPage, embedding: list[float] | None) -> Page:
+def page_from_recognized(page_number: int, page: RecognizedPage) -> Page:
     return Page(
         page_number=page_number,
         width=page.width,
@@ -21,7 +21,6 @@ def page_from_recognized(page_number: int, page: RecognizedPage, embedding: list
             )
             for w in page.words
         ],
-        embedding=embedding,
     )
 
 

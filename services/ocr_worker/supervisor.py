@@ -1,8 +1,9 @@
 """OCR in a supervised child process: a crash, hang or memory blow-up kills the child, never the worker.
 
-The worker's Kafka loop sends one file at a time (its bytes and options) and waits for the answer while it
-keeps polling its consumer (`keep_alive`), so a long file never trips max.poll.interval.ms. The child holds the
-engines and the embedder (models loaded once per child); a lost child is replaced by a fresh one.
+The worker's Kafka loop sends one file at a time (its bytes and options), then the chunk's page texts to embed,
+and waits for each answer while it keeps polling its consumer (`keep_alive`), so a long file never trips
+max.poll.interval.ms. The child holds the engines and the embedder (models loaded once per child); a lost child
+is replaced by a fresh one.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
-from common.embedding import Embedder, build_embedder
+from common.embedding import build_embedder
 from common.errors import FileFailed, OcrstreamError
 from schemas.base import PageRange
 from schemas.batch_events import BatchOptions
@@ -37,6 +38,13 @@ class OcrTask:
     options: BatchOptions
     pages: PageRange | None  # only these pages of a PDF
     split_above: int  # a whole PDF with more pages than this is not OCRed but split into page-range work items
+
+
+@dataclass(frozen=True)
+class EmbedTask:
+    """The texts of a chunk's pages, embedded in one call: the model's weights are read once for all of them."""
+
+    texts: list[str]
 
 
 @dataclass(frozen=True)
@@ -150,10 +158,11 @@ class OcrSupervisor:
         child.ready = True
         return child
 
-    def recognize(self, task: OcrTask, keep_alive: Callable[[], None]
-                  ) -> PagesRecognized | SplitNeeded | FileRefused:
-        """The child's answer; OcrTryFailed when this try was lost (the child is then replaced on the next call).
-        `keep_alive` runs about twice a second while waiting; whatever it raises abandons the file."""
+    def ask(self, task: OcrTask | EmbedTask, keep_alive: Callable[[], None]
+            ) -> PagesRecognized | SplitNeeded | FileRefused | list[list[float]]:
+        """The child's answer (an EmbedTask's: one vector per text); OcrTryFailed when this try was lost (the
+        child is then replaced on the next call). `keep_alive` runs about twice a second while waiting; whatever
+        it raises abandons the task."""
         if self._active is None or not self._active.alive():
             self._replace_active()
             self.start()
@@ -213,11 +222,12 @@ def _child_main(conn: Connection, engine_name: str, embedder_name: str, default_
     conn.send("ready")
     while True:
         try:
-            task: OcrTask = conn.recv()
+            task: OcrTask | EmbedTask = conn.recv()
         except EOFError:
             return
         try:
-            answer = _recognize_file(task, engine_for, embedder, max_pages)
+            answer = embedder.embed(task.texts) if isinstance(task, EmbedTask) else \
+                _recognize_file(task, engine_for, max_pages)
         except FileFailed as exc:
             answer = FileRefused(exc.code, str(exc))
         except MemoryError:
@@ -227,9 +237,9 @@ def _child_main(conn: Connection, engine_name: str, embedder_name: str, default_
         conn.send(answer)
 
 
-def _recognize_file(task: OcrTask, engine_for: Callable[[str], OcrEngine], embedder: Embedder,
-                    max_pages: int) -> PagesRecognized | SplitNeeded:
-    """Decode and OCR page by page (only one page image held at a time), then embed the pages' text."""
+def _recognize_file(task: OcrTask, engine_for: Callable[[str], OcrEngine], max_pages: int
+                    ) -> PagesRecognized | SplitNeeded:
+    """Decode and OCR page by page (only one page image held at a time); the pages are embedded per chunk."""
     if task.pages is None and (count := pdf_page_count(task.data)) is not None and count > task.split_above:
         if count > max_pages:
             raise FileFailed(f"the PDF has {count} pages, more than the limit of {max_pages}; split it",
@@ -250,12 +260,8 @@ def _recognize_file(task: OcrTask, engine_for: Callable[[str], OcrEngine], embed
         started = time.perf_counter()
         recognized.append(engine.recognize(image))
         timings.ocr_ms += _ms_since(started)
-    started = time.perf_counter()
-    embeddings = embedder.embed([p.text for p in recognized]) if task.options.embeddings else None
-    timings.embed_ms = _ms_since(started)
-    pages = [page_from_recognized(first_page + i, p, embeddings[i] if embeddings else None)
-             for i, p in enumerate(recognized)]
-    return PagesRecognized(pages=pages, timings=timings)
+    return PagesRecognized(pages=[page_from_recognized(first_page + i, p) for i, p in enumerate(recognized)],
+                           timings=timings)
 
 
 def _ms_since(t: float) -> float:

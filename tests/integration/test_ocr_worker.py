@@ -9,6 +9,7 @@ from contextlib import ExitStack
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from common.embedding import build_embedder
 from common.kafka import build_producer, produce_and_flush, read_topic
 from common.storage import ObjectStore, build_s3_client
 from demo.sample_batch import character_error_rate, render_sample_batch
@@ -65,10 +66,15 @@ def test_chunks_become_results_in_transactions(settings, tmp_path):
     assert by_name["deleted.png"].error_code is FailureReason.OBJECT_MISSING
     assert by_name["klingon.png"].status is FileStatus.FAILED and "tlh" in by_name["klingon.png"].error
     assert by_name["klingon.png"].error_code is FailureReason.LANGUAGE_UNAVAILABLE
+    embedder = build_embedder()
     for sample in samples:
         r = by_name[sample.path.name]
         assert r.status is FileStatus.OK and len(r.pages) == len(sample.pages)
         assert all(len(p.embedding) == 512 and p.words for p in r.pages)
+        # A chunk's pages are embedded in one call: each vector must still be its own page's.
+        for page, alone in zip(r.pages, embedder.embed([p.text for p in r.pages])):
+            assert sum(a * b for a, b in zip(page.embedding, alone)) > 0.999
+        assert r.timings.embed_ms > 0 and r.timings.ocr_ms > 0
         text = "\n".join(p.text for p in r.pages)
         assert character_error_rate(" ".join(sample.lines), text) < 0.15, text
     dead = [decode(Topic.OCR_DLQ, m.value()) for m in read_topic(settings, settings.topic_ocr_dlq)]

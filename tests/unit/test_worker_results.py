@@ -18,12 +18,12 @@ def test_recognized_page_becomes_a_page_with_clamped_values():
     recognized = RecognizedPage(width=100, height=40, text="안녕 hello", mean_confidence=1.01,
                                 words=(RecognizedWord("안녕", -0.01, (-2, 3, 20, 10)), RecognizedWord("hello", 0.955, (30, 3, 40, 10))),
                                 rotation=270, skew=-4.5)
-    page = page_from_recognized(1, recognized, [0.1, 0.2] * 256)
+    page = page_from_recognized(1, recognized)
     assert page.mean_confidence == 1.0
     assert [w.text for w in page.words] == ["안녕", "hello"]
     assert page.words[0].confidence == 0.0 and page.words[0].bbox.x == 0 and page.words[1].confidence == 0.955
     assert (page.rotation, page.skew, page.needs_review) == (270, -4.5, False)
-    assert page.embedding == [0.1, 0.2] * 256
+    assert page.embedding is None  # the worker embeds a chunk's pages together, after its files
 
 
 def test_file_result_ok_and_failed():
