@@ -114,9 +114,9 @@ def load_pages(settings: Settings, tenant: str, pages: int, pages_per_file: int 
         register_vector(conn)
         definitions = [row[0] for row in conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'pages' "
-            "AND indexname IN ('pages_embedding_hnsw', 'pages_text_fts', 'pages_text_compact_trgm')",
+            "AND indexname IN ('pages_embedding_hnsw', 'pages_text_compact_trgm')",
             (settings.database_schema,))]
-        for name in ("pages_embedding_hnsw", "pages_text_fts", "pages_text_compact_trgm"):
+        for name in ("pages_embedding_hnsw", "pages_text_compact_trgm"):
             conn.execute(f"DROP INDEX IF EXISTS {name}")
         started = time.monotonic()
         files = pages // pages_per_file

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 
 import psycopg
 from confluent_kafka import Message
+from pgvector import Vector
 from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg.sql import SQL
@@ -366,15 +367,18 @@ _PAGE_COLUMNS = "file_id, page_number, batch_id, tenant, width, height, text, me
 
 
 def _insert_pages(conn: Connection, results: list[FileResult]) -> None:
-    """The results' pages and words, each table in one COPY (words in binary: twice the rows/s of text here)."""
+    """The results' pages and words, each table in one binary COPY (words: twice the rows/s of text; pages: a
+    512-d vector packed as floats, where its text form cost 0.3 ms of float formatting per page)."""
     if not any(r.pages for r in results):
         return
     with conn.cursor() as cur:
-        with cur.copy(f"COPY pages ({_PAGE_COLUMNS}) FROM STDIN") as copy:
+        with cur.copy(f"COPY pages ({_PAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_PAGE_TYPES)
             for r in results:
                 for p in r.pages:
                     copy.write_row((r.file_id, p.page_number, r.batch_id, r.tenant, p.width, p.height, p.text,
-                                    p.mean_confidence, p.rotation, p.skew, p.needs_review, _vector_text(p.embedding)))
+                                    p.mean_confidence, p.rotation, p.skew, p.needs_review,
+                                    None if p.embedding is None else Vector(p.embedding)))
         if not any(p.words for r in results for p in r.pages):
             return
         with cur.copy("COPY words (file_id, page_number, word_index, text, confidence, x, y, width, height)"
@@ -388,12 +392,8 @@ def _insert_pages(conn: Connection, results: list[FileResult]) -> None:
                                         box.height))
 
 
+_PAGE_TYPES = ("text", "int4", "text", "text", "int4", "int4", "text", "float4", "int2", "float4", "bool", "vector")
 _WORD_TYPES = ("text", "int4", "int4", "text", "float4", "int4", "int4", "int4", "int4")
-
-
-def _vector_text(embedding: list[float] | None) -> str | None:
-    """pgvector's text form; pgvector-python's own dumper formats float by float (~0.8 ms per 512-d vector)."""
-    return None if embedding is None else f"[{','.join(map(str, embedding))}]"
 
 
 # --- batch accounting --------------------------------------------------------------------------------------
