@@ -87,7 +87,7 @@ def run_demo(images: int) -> int:
     workers = [s.probe_url for n, s in services.items() if n.startswith("ocr_worker")]
     ocr_s, ocr_n = scrape_histogram(workers, "ocrstream_worker_file_seconds")
     txn_s, txn_n = scrape_histogram([services["persister"].probe_url], "ocrstream_transaction_seconds", kind="persist")
-    print(f"202 in {accepted_s * 1000:.0f} ms; OCR {ocr_s / max(ocr_n, 1):.2f} s per file (fetch+decode+OCR+embed, "
+    print(f"202 in {accepted_s * 1000:.0f} ms; OCR {ocr_s / max(ocr_n, 1):.2f} s per file (fetch+decode+OCR, "
           f"{ocr_n} files on {len(workers)} workers); persister {txn_s / max(txn_n, 1) * 1000:.1f} ms per DB "
           f"transaction ({txn_n} transactions)")
     print(f"status API: {services['status_api'].probe_url}   ingest: {services['ingest'].probe_url}   "
