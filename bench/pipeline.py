@@ -224,8 +224,8 @@ def persister_rates(results: int = 1000, words_per_page: int = 300) -> tuple[flo
     """(word rows/s of the persister over a backlog of results; word rows/s of raw COPY of the same pages and words
     into the same tables; word rows/s of raw COPY of the words alone). Each result: one page of `words_per_page`
     words and a 512-d embedding, as OCR gives them. A page row costs Postgres more than its 300 word rows: it
-    feeds the HNSW, full-text and trigram indexes that search needs, so the raw COPY the persister is held to
-    writes the pages too."""
+    feeds the HNSW and trigram indexes that search needs, so the raw COPY the persister is held to writes the
+    pages too."""
     settings = PersisterSettings(persister_group=f"bench-{uuid.uuid4().hex[:8]}")
     batch_id = uuid.uuid4().hex
     batch = [_bench_result(batch_id, i, words_per_page) for i in range(results)]
@@ -369,7 +369,9 @@ def main() -> None:
                                   chunk_size=args.ocr_chunk_size, embeddings=True)
             one, _ = pipeline_run(fresh_env(endpoints), work / f"logs-ocr1-{round_}", images, workers=1,
                                   chunk_size=args.ocr_chunk_size, embeddings=True)
-            singles.append(single), twos.append(two), ones.append(one)
+            singles.append(single)
+            twos.append(two)
+            ones.append(one)
             ocr_ms += round_ocr_ms
             embed_ms += round_embed_ms
             print(f"round {round_ + 1}: one bare OCR process {single:.2f} files/s; tesseract pipeline 1 worker "
