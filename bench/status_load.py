@@ -105,6 +105,9 @@ def page_text(rng: random.Random, vocab: list[str], n: int) -> str:
     return " ".join(words)
 
 
+SEARCH_INDEXES = ("pages_embedding_hnsw", "pages_text_compact_trgm")  # dropped for the COPY, built after
+
+
 def load_pages(settings: Settings, tenant: str, pages: int, pages_per_file: int = 10) -> dict:
     """COPY `pages` synthetic pages (and their files rows) into the run's schema; indexes built after. Seconds."""
     rng, vectors = random.Random(22), np.random.default_rng(22)
@@ -113,10 +116,9 @@ def load_pages(settings: Settings, tenant: str, pages: int, pages_per_file: int 
                          options=f"-c search_path={settings.database_schema},public") as conn:
         register_vector(conn)
         definitions = [row[0] for row in conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'pages' "
-            "AND indexname IN ('pages_embedding_hnsw', 'pages_text_compact_trgm')",
-            (settings.database_schema,))]
-        for name in ("pages_embedding_hnsw", "pages_text_compact_trgm"):
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'pages' AND indexname = ANY(%s)",
+            (settings.database_schema, list(SEARCH_INDEXES)))]
+        for name in SEARCH_INDEXES:
             conn.execute(f"DROP INDEX IF EXISTS {name}")
         started = time.monotonic()
         files = pages // pages_per_file
