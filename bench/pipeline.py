@@ -87,15 +87,14 @@ def bare_ocr(paths: list[Path], chunk_size: int) -> tuple[float, list[float], li
     with build_engine("tesseract", "kor+eng") as engine:
         started = time.perf_counter()
         for first in range(0, len(paths), chunk_size):
-            texts = []
-            for path in paths[first:first + chunk_size]:
+            chunk, texts = paths[first:first + chunk_size], []
+            for path in chunk:
                 t = time.perf_counter()
                 texts += [engine.recognize(image).text for image in decode_pages(path.read_bytes(), "")]
                 ocr_ms.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
             embedder.embed(texts)
-            files = len(paths[first:first + chunk_size])
-            embed_ms += [(time.perf_counter() - t) * 1000 / files] * files
+            embed_ms += [(time.perf_counter() - t) * 1000 / len(chunk)] * len(chunk)
         return len(paths) / (time.perf_counter() - started), ocr_ms, embed_ms
 
 
