@@ -101,7 +101,9 @@ class BatchOptionsFields(BaseModel):
     """What both ways of creating a batch take besides the files."""
 
     name: BoundedText(MAX_NAME_CHARS) = ""
-    chunk_size: int | None = Field(None, ge=1, description="Files per OCR chunk, at most max_chunk_size")
+    chunk_size: int | None = Field(None, ge=1, description="Files per OCR chunk on average, at most max_chunk_size: "
+                                   "n files go out in ceil(n / chunk_size) chunks of about equal bytes, none over "
+                                   "twice chunk_size files")
     languages: BoundedText(64) = Field("kor+eng", description="Installed Tesseract languages joined by +, e.g. kor+eng")
     pdf_dpi: int = Field(200, ge=72, le=600)
     embeddings: bool = True

@@ -66,8 +66,8 @@ def test_a_poisoned_file_fails_alone_after_its_tries(pipeline, tmp_path, monkeyp
     marker, code = POISONS[kind]
     worker = services["ocr_worker-1"]
     pid = worker.pid
-    # The poison sits in the middle of its chunk (chunk_size 3), with good files before and after it.
-    poisoned = client.submit(_images(tmp_path / "poisoned", [None, marker, None, None]), name=kind, chunk_size=3)
+    # The poison sits in the middle of its chunk (one chunk of 4), with good files before and after it.
+    poisoned = client.submit(_images(tmp_path / "poisoned", [None, marker, None, None]), name=kind, chunk_size=4)
     behind = client.submit(_images(tmp_path / "behind", [None] * 3), name=f"after-{kind}", chunk_size=3)
     final = client.wait(poisoned["batch_id"], timeout=240)
     after = client.wait(behind["batch_id"], timeout=120)

@@ -115,8 +115,8 @@ def test_accepted_batch_is_stored_and_announced(client: TestClient, settings: Se
     assert isinstance(created, BatchCreated)
     assert event_record.key() == batch_id.encode()
     assert (created.batch_id, created.tenant, created.name, created.total_files) == (batch_id, TENANT, "invoices", 23)
-    assert [(c.chunk_id, c.file_count) for c in created.chunks] == [
-        (f"{batch_id}.00000", 10), (f"{batch_id}.00001", 10), (f"{batch_id}.00002", 3)]
+    assert [c.chunk_id for c in created.chunks] == [f"{batch_id}.00000", f"{batch_id}.00001", f"{batch_id}.00002"]
+    assert sum(c.file_count for c in created.chunks) == 23  # chunks of about equal bytes (unit-tested in planning)
     assert (created.options.languages, created.options.pdf_dpi, created.options.embeddings) == ("eng", 150, False)
 
     # N ChunkRequested, keyed by chunk id, holding the files in upload order.
@@ -125,7 +125,7 @@ def test_accepted_batch_is_stored_and_announced(client: TestClient, settings: Se
     chunks = sorted((decode(Topic.OCR_CHUNKS, r.value()) for r in chunk_records), key=lambda c: c.chunk_id)
     assert all(isinstance(c, ChunkRequested) for c in chunks)
     assert sorted(r.key() for r in chunk_records) == [c.chunk_id.encode() for c in chunks]
-    assert [c.chunk_id for c in chunks] == [c.chunk_id for c in created.chunks]
+    assert [(c.chunk_id, len(c.files)) for c in chunks] == [(c.chunk_id, c.file_count) for c in created.chunks]
     files = [f for c in chunks for f in c.files]
     assert [f.original_name for f in files] == [name for name, _ in uploads]
     assert [f.content_type for f in files] == expected_types

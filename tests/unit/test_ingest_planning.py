@@ -1,5 +1,6 @@
 """services.ingest.planning: file sniffing, admission and files → events. Pure; no I/O."""
 import io
+import random
 
 import pytest
 from PIL import Image
@@ -17,6 +18,7 @@ from services.ingest.planning import (
     plan_addition,
     plan_batch,
     sniff_content_type,
+    split_by_bytes,
 )
 
 pytestmark = pytest.mark.unit
@@ -96,11 +98,13 @@ def test_rejected_files_say_why(size: int, head: bytes, problem: FailureReason) 
         assert "send PNG, JPEG, TIFF, GIF, BMP, WEBP or PDF" in str(caught.value)
 
 
-def _stored(n: int) -> list[StoredFile]:
+def _stored(n: int | None = None, *, sizes: list[int] | None = None) -> list[StoredFile]:
+    """n files of equal size, or one file per size given."""
+    sizes = sizes if sizes is not None else [1000] * n
     return [
-        StoredFile(file_id=f"f{i:03d}", bucket="b", key=f"acme/batch1/f{i:03d}", sha256=f"{i:064x}", size=i + 1,
+        StoredFile(file_id=f"f{i:03d}", bucket="b", key=f"acme/batch1/f{i:03d}", sha256=f"{i:064x}", size=size,
                    content_type="image/png", original_name=f"page-{i}.png")
-        for i in range(n)
+        for i, size in enumerate(sizes)
     ]
 
 
@@ -110,7 +114,7 @@ def test_chunks_23_files_by_10_in_upload_order() -> None:
 
     created, chunks = plan_batch("batch1", "acme", "scans", files, 10, options, webhook_url="https://example.test/h")
 
-    assert [len(c.files) for c in chunks] == [10, 10, 3]
+    assert [len(c.files) for c in chunks] == [8, 8, 7]  # three chunks, as equal as the files allow
     assert [f for c in chunks for f in c.files] == files
     assert [c.chunk_id for c in chunks] == ["batch1.00000", "batch1.00001", "batch1.00002"]
     assert all(c.batch_id == "batch1" and c.tenant == "acme" and c.attempt == 1 and c.options == options for c in chunks)
@@ -119,18 +123,46 @@ def test_chunks_23_files_by_10_in_upload_order() -> None:
     assert created.name == "scans"
     assert created.total_files == 23
     assert [(c.chunk_id, c.file_count) for c in created.chunks] == [
-        ("batch1.00000", 10), ("batch1.00001", 10), ("batch1.00002", 3),
+        ("batch1.00000", 8), ("batch1.00001", 8), ("batch1.00002", 7),
     ]
     assert created.options == options
     assert created.webhook_url == "https://example.test/h"
     assert all(c.requested_at == created.created_at for c in chunks)
 
 
-@pytest.mark.parametrize("n, chunk_size, sizes", [(1, 10, [1]), (10, 10, [10]), (11, 10, [10, 1]), (3, 1, [1, 1, 1])])
+@pytest.mark.parametrize("n, chunk_size, sizes", [(1, 10, [1]), (10, 10, [10]), (11, 10, [6, 5]), (3, 1, [1, 1, 1])])
 def test_chunk_sizes_at_the_edges(n: int, chunk_size: int, sizes: list[int]) -> None:
     created, chunks = plan_batch("b", "t", "", _stored(n), chunk_size, BatchOptions())
     assert [len(c.files) for c in chunks] == sizes
     assert [c.file_count for c in created.chunks] == sizes
+
+
+def test_chunks_carry_about_equal_bytes_not_equal_counts() -> None:
+    files = _stored(sizes=[10_000] * 4 + [1000] * 36)  # 40 files by 10: four chunks of 19,000 bytes each
+    chunks = split_by_bytes(files, 10)
+    assert [len(c) for c in chunks] == [2, 2, 18, 18]
+    assert [sum(f.size for f in c) for c in chunks] == [20_000, 20_000, 18_000, 18_000]
+
+
+@pytest.mark.parametrize("where", [0, 50, 99])
+def test_a_file_bigger_than_a_share_fills_a_chunk_and_the_rest_share_the_others(where: int) -> None:
+    sizes = [1000] * 99
+    sizes.insert(where, 10_000_000)
+    chunks = split_by_bytes(_stored(sizes=sizes), 10)
+    big = next(c for c in chunks if any(f.size == 10_000_000 for f in c))
+    assert len(chunks) == 10 and len(big) <= 2
+    assert all(5 <= len(c) <= 13 for c in chunks if c is not big)  # the small files spread over the other nine
+
+
+def test_every_split_keeps_the_order_the_chunk_count_and_the_file_cap() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        n, chunk_size = rng.randint(1, 120), rng.randint(1, 15)
+        files = _stored(sizes=[rng.choice([0, 1, 50, 5000, 10**7]) * rng.randint(1, 3) for _ in range(n)])
+        chunks = split_by_bytes(files, chunk_size)
+        assert [f for c in chunks for f in c] == files
+        assert len(chunks) == -(-n // chunk_size)
+        assert all(1 <= len(c) <= 2 * chunk_size for c in chunks)
 
 
 def test_refuses_an_empty_batch_or_a_zero_chunk_size() -> None:

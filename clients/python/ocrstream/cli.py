@@ -77,7 +77,7 @@ def submit(
     paths: Annotated[list[str], typer.Argument(help="Files, directories (their images/PDFs) or globs")],
     wait: Annotated[bool, typer.Option("--wait", help="Follow the batch to the end with a progress bar")] = False,
     name: Annotated[str, typer.Option(help="A name for the batch")] = "",
-    chunk_size: Annotated[Optional[int], typer.Option(help="Files per OCR chunk")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(help="Files per OCR chunk on average (cut to about equal bytes)")] = None,
     languages: Annotated[Optional[str], typer.Option(help="Tesseract languages, e.g. kor+eng")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 3600.0,
     as_json: JsonOpt = False,
