@@ -56,7 +56,9 @@ def build_app(settings: NotifierSettings, notifier: "Notifier", datadir: str) ->
         topic_allow_declare=False,  # topics are set up by ensure_topics, never by a service on the side
         datadir=datadir,  # faust wants one; with no tables nothing is kept there
         consumer_auto_offset_reset="earliest",  # a new group reads the whole compacted topic; the log dedupes
-        broker_commit_interval=1.0,
+        # broker_commit_interval stays faust's 2.8 s: its livelock check first asks the consumer thread for its
+        # assignment 2.5 intervals after start, and at 1 s a slow start raised ConsumerNotStarted and stopped the
+        # worker (faust-streaming#446). A replay after a crash re-inserts known ids: a no-op.
         broker_session_timeout=10.0,  # faust's 60 s would keep a killed member's partitions that long
         broker_heartbeat_interval=3.0,
     )
