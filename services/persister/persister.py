@@ -75,9 +75,13 @@ class Persister:
                     self.publish_pending()
                     published_at = time.monotonic()
                 continue
-            work = self._sort(messages)
             try:
-                resume_at = self._persist(work)
+                # A poll decodes into a million acyclic objects (see cyclic_gc_paused). They die before collection
+                # resumes: its first pass would walk them all (0.17 s for 500 results of 300 words).
+                with cyclic_gc_paused():
+                    work = self._sort(messages)
+                    resume_at = self._persist(work)
+                    work.records.clear()
             except psycopg.OperationalError as exc:  # Postgres away: rewind, wait, retry; nothing is lost
                 log.warning("persisting failed, will retry", extra={"error": str(exc), "backoff_s": backoff})
                 self._rewind(work.first_offsets)
@@ -93,7 +97,6 @@ class Persister:
             record_consumer_lag(self._consumer, self._settings.persister_group, cached=True,
                                 positions=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()])
 
-    @cyclic_gc_paused()  # decoding a poll makes a million acyclic objects (see cyclic_gc_paused)
     def _sort(self, messages: list[Message]) -> PolledWork:
         work = PolledWork()
         for msg in messages:
@@ -109,7 +112,6 @@ class Persister:
                 work.records.append((msg, exc))
         return work
 
-    @cyclic_gc_paused()
     def _persist(self, work: PolledWork) -> dict[tuple[str, int], int]:
         """1. one DB transaction: lock the stored offsets; if an earlier owner of a partition already got past
            this poll's first offset, write nothing and return where to resume
