@@ -9,6 +9,7 @@ round (or pass), minutes apart at most, and the median round's is the figure: th
 """
 import argparse
 import io
+import multiprocessing
 import os
 import random
 import statistics
@@ -17,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,6 +98,13 @@ def bare_ocr(paths: list[Path], chunk_size: int) -> tuple[float, list[float], li
             embedder.embed(texts)
             embed_ms += [(time.perf_counter() - t) * 1000 / len(chunk)] * len(chunk)
         return len(paths) / (time.perf_counter() - started), ocr_ms, embed_ms
+
+
+def bare_ocr_two_at_once(paths: list[Path], chunk_size: int) -> float:
+    """files/s of two bare OCR processes at once, each on all the files: what two cores give without the
+    pipeline (the cores share caches, memory and the host's budget, so it is less than 2 x one)."""
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return sum(rate for rate, _, _ in pool.map(bare_ocr, [paths, paths], [chunk_size, chunk_size]))
 
 
 # ---- the pipeline ---------------------------------------------------------------------------------------------
@@ -369,9 +377,10 @@ def main() -> None:
         # this machine's speed drifts by 15 % over minutes (a bare OCR round ran at 7.1 and at 9.1 files/s), which
         # a ratio of medians taken over different rounds would measure instead. The figure is the median round's.
         images = [s.path for s in render_sample_batch(work / "ocr", images=args.ocr_files, pdf_pages=0, seed=1)]
-        singles, twos, ones, ocr_ms, embed_ms = [], [], [], [], []
+        singles, twos, ones, pairs, ocr_ms, embed_ms = [], [], [], [], [], []
         for round_ in range(args.ocr_rounds):
             single, round_ocr_ms, round_embed_ms = bare_ocr(images, args.ocr_chunk_size)
+            pairs.append(bare_ocr_two_at_once(images, args.ocr_chunk_size) / (2 * single))
             two, _ = pipeline_run(fresh_env(endpoints), work / f"logs-ocr2-{round_}", images, workers=2,
                                   chunk_size=args.ocr_chunk_size, embeddings=True)
             one, _ = pipeline_run(fresh_env(endpoints), work / f"logs-ocr1-{round_}", images, workers=1,
@@ -383,7 +392,7 @@ def main() -> None:
             embed_ms += round_embed_ms
             print(f"round {round_ + 1}: one bare OCR process {single:.2f} files/s; tesseract pipeline 1 worker "
                   f"{one:.2f} files/s, 2 workers {two:.2f} files/s (ratio {two / (2 * single):.3f}, "
-                  f"scaling {two / one:.3f})", flush=True)
+                  f"scaling {two / one:.3f}; two bare processes at once {pairs[-1]:.3f})", flush=True)
         ratios = [two / (2 * single) for two, single in zip(twos, singles)]
         scalings = [two / one for two, one in zip(twos, ones)]
         single, two, one = (statistics.median(runs) for runs in (singles, twos, ones))
@@ -391,12 +400,14 @@ def main() -> None:
                     "scaling_1_to_2_workers": round(statistics.median(scalings), 3),
                     "tesseract_ratio_by_round": [round(r, 3) for r in ratios],
                     "scaling_by_round": [round(r, 3) for r in scalings],
+                    "bare_ocr_two_at_once_ratio": round(statistics.median(pairs), 3),
                     "tesseract_files_per_s_2_workers": round(two, 2), "tesseract_files_per_s_1_worker": round(one, 2),
                     "bare_ocr_files_per_s": round(single, 2), "tesseract_files": args.ocr_files,
                     "tesseract_rounds": args.ocr_rounds}
         limits |= {"tesseract_ratio_to_limit": f"2 x one bare OCR process, in each round; median round of "
                                                f"{_spread(ratios)}; medians 2 workers {two:.2f} files/s, "
-                                               f"bare {single:.2f} files/s",
+                                               f"bare {single:.2f} files/s; the machine's own: two bare "
+                                               f"processes at once {statistics.median(pairs):.3f} of 2 x one",
                    "scaling_1_to_2_workers": f"1 worker, in each round; median round of {_spread(scalings)}; "
                                              f"medians 1 worker {one:.2f} files/s, 2 workers {two:.2f} files/s"}
         overhead = statistics.median(embed_ms) / statistics.median(ocr_ms) * 100
