@@ -9,7 +9,8 @@ class IngestSettings(Settings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     status_api_url: str = Field("http://127.0.0.1:8001", description="Base of the status_url answered with each batch")
-    default_chunk_size: int = Field(10, ge=1, description="Files per OCR chunk on average (chunks are cut to about equal bytes) when the client names none")
+    default_chunk_size: int = Field(10, ge=1, description="Files per OCR chunk on average (chunks are cut to about "
+                                    "equal bytes) when the client names none")
     max_chunk_size: int = Field(500, ge=1)
     max_files_per_batch: int = Field(
         10_000, ge=1, description="Files (or S3 objects) one request may hold: a new batch, or an addition to an "
