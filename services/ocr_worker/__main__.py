@@ -17,6 +17,7 @@ from common.runtime import Readiness, run_until_stopped, stop_on_signals  # noqa
 from common.storage import ObjectStore  # noqa: E402
 from schemas.batch_events import BatchOptions  # noqa: E402
 from services.ocr_worker.cancellations import CancelledBatches  # noqa: E402
+from services.ocr_worker.handover import IdleWorkers  # noqa: E402
 from services.ocr_worker.settings import WorkerSettings  # noqa: E402
 from services.ocr_worker.supervisor import OcrSupervisor  # noqa: E402
 from services.ocr_worker.worker import ChunkOcr, OcrWorker  # noqa: E402
@@ -54,7 +55,16 @@ def build_worker(settings: WorkerSettings, stack: ExitStack) -> OcrWorker:
     readiness = Readiness()
     ocr = ChunkOcr(settings, ObjectStore(settings), supervisor, readiness)
     stack.callback(ocr.close)
-    return OcrWorker(settings, consumer, new_producer, ocr, readiness, cancelled)
+    idle_workers = None
+    if settings.handover_check_s > 0:
+        # Never subscribes (not a member); read_uncommitted, so that its committed() does not wait for the offsets
+        # of transactions under way.
+        view = build_consumer(settings, group_id=settings.worker_group, client_id=f"{client_id}-group-view",
+                              **{"isolation.level": "read_uncommitted"})
+        idle_workers = IdleWorkers(view, settings.topic_ocr_chunks, settings.handover_check_s)
+        idle_workers.start()
+        stack.callback(idle_workers.close)
+    return OcrWorker(settings, consumer, new_producer, ocr, readiness, cancelled, idle_workers)
 
 
 def main() -> int:

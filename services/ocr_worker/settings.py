@@ -22,6 +22,9 @@ class WorkerSettings(Settings):
     ocr_memory_limit_mb: int = Field(2048, ge=64, description="Resident memory limit of the OCR child process")
     chunk_attempts: int = Field(
         3, ge=1, description="Tries of a chunk whose transform raises unexpectedly, before it goes to the DLQ")
+    handover_check_s: float = Field(
+        0.5, ge=0, description="While a chunk has files to start, how often the group is looked at for an idle "
+        "worker to hand half of them to (0: never)")
     max_pages_per_file: int = Field(2000, ge=1, description="Longer documents fail with too_many_pages")
     pages_per_work_item: int = Field(
         20, ge=1, description="A longer PDF is OCRed as page-range work items of this size, in parallel")

@@ -9,7 +9,8 @@ fetched records and resuming fetches them again: per chunk, that stall would hal
 Nothing one file or one record does can stop a partition: a file that crashes, hangs or blows memory fails
 alone after its tries; a chunk whose transform keeps raising goes to the DLQ; a broker away is waited out.
 A chunk's objects are fetched concurrently, and the held chunks' while this one is OCRed; only their bytes are
-fetched ahead, each chunk itself is taken in its own turn and transaction.
+fetched ahead, each chunk itself is taken in its own turn and transaction. When another worker has run out of
+work, the files of a chunk not yet started go half to it (handover.py).
 """
 import hashlib
 import logging
@@ -35,6 +36,7 @@ from common.storage import STORE_ERRORS, ObjectMissing, ObjectStore
 from schemas.chunks import ChunkRequested, StoredFile
 from schemas.results import FailureReason, FileResult, Timings
 from schemas.topics import Topic, UndecodableMessage, decode
+from services.ocr_worker.handover import IdleWorkers, idle_claim
 from services.ocr_worker.parts import page_range_work_items, split_result
 from services.ocr_worker.prefetch import ObjectPrefetcher
 from services.ocr_worker.results import cancelled_result, file_result
@@ -49,6 +51,8 @@ FILE_SECONDS = Histogram("ocrstream_worker_file_seconds", "Fetch+decode+OCR time
                          "are embedded together, after its files)",
                          buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
 OCR_TRIES_LOST = Counter("ocrstream_worker_ocr_tries_lost_total", "OCR tries lost to a crash, hang or OOM", ["reason"])
+FILES_HANDED_OVER = Counter("ocrstream_worker_files_handed_over_total",
+                            "Files of a chunk, not yet started, handed to an idle worker's partition")
 PRODUCERS_REBUILT = Counter("ocrstream_worker_producers_rebuilt_total", "Transactional producers rebuilt in-process")
 HOLD_BEFORE_PAUSE = 4  # records held while a chunk is in hand before the assignment is paused
 
@@ -78,6 +82,7 @@ class ChunkOutcome:
     work_items: list[ChunkRequested] = field(default_factory=list)
     dead: dict[str, str] = field(default_factory=dict)  # file_id → why it kept failing
     tries: int = 1  # how often the dead ones were tried
+    rest: list[tuple[ChunkRequested, int]] = field(default_factory=list)  # files not started → partition
 
 
 class ChunkOcr:
@@ -100,9 +105,18 @@ class ChunkOcr:
     def close(self) -> None:
         self._ahead.close()
 
-    def ocr_chunk(self, chunk: ChunkRequested, wait: Callable[[float], None]) -> ChunkOutcome:
+    def ocr_chunk(self, chunk: ChunkRequested, wait: Callable[[float], None],
+                  partitions_for_rest: Callable[[], tuple[int, int] | None] = lambda: None) -> ChunkOutcome:
+        """`partitions_for_rest`, asked before each file while two or more are still to start: (this worker's
+        partition, an idle worker's) to end the chunk there, the files not started split between the two."""
         outcome = ChunkOutcome(tries=self._settings.ocr_attempts)
-        for stored in chunk.files:
+        for started, stored in enumerate(chunk.files):
+            rest = chunk.files[started:]
+            if len(rest) >= 2 and (partitions := partitions_for_rest()):
+                half = len(rest) // 2
+                outcome.rest = [(chunk.model_copy(update={"files": files}), partition)
+                                for files, partition in zip((rest[:half], rest[half:]), partitions)]
+                break
             self._ocr_file(chunk, stored, wait, outcome)
         if chunk.options.embeddings:
             self._embed_pages(outcome.results, wait, {"batch_id": chunk.batch_id, "chunk_id": chunk.chunk_id})
@@ -219,7 +233,8 @@ class ChunkOcr:
 
 class OcrWorker:
     def __init__(self, settings: WorkerSettings, consumer: Consumer, new_producer: Callable[[], Producer],
-                 ocr: ChunkOcr, readiness: Readiness, cancelled: Container[str] = frozenset()) -> None:
+                 ocr: ChunkOcr, readiness: Readiness, cancelled: Container[str] = frozenset(),
+                 idle_workers: IdleWorkers | None = None) -> None:
         self._settings = settings
         self._cancelled = cancelled  # batch ids whose chunks not yet started are skipped
         self._consumer = consumer
@@ -233,6 +248,9 @@ class OcrWorker:
         self._paused = False
         self._chunk_failures: dict[tuple[str, int, int], int] = {}
         self._lag_reported_at = 0.0
+        self._idle_workers = idle_workers  # None: chunks are never handed over
+        self._idle_said = False  # "idle" committed since the last record taken
+        self._handing_to: tuple[int, int] | None = None  # (idle worker's partition, files) the chunk in hand gives
         self.readiness = readiness  # not while the broker or the object store is away, or no producer can commit
 
     @property
@@ -250,9 +268,12 @@ class OcrWorker:
             if self._producer is None:
                 self._restore_producer()
                 continue
+            if not self._held:
+                self._say_idle()
             msg = self._held.popleft() if self._held else self._consumer.poll(0.5)
             if not is_record(msg):
                 continue
+            self._idle_said = False
             MESSAGES_CONSUMED.labels(msg.topic()).inc()
             self._current, self._lost = (msg.topic(), msg.partition()), set()
             try:
@@ -267,7 +288,7 @@ class OcrWorker:
                 log.info("chunk abandoned, the partition's next owner redoes it", extra={"why": str(exc),
                                                                                         **_position(msg)})
             finally:
-                self._current = None
+                self._current, self._handing_to = None, None
                 if self._paused:
                     self._consumer.resume(self._consumer.assignment())
                     self._paused = False
@@ -288,7 +309,7 @@ class OcrWorker:
         position = (msg.topic(), msg.partition(), msg.offset())
         self._ocr.prefetch([chunk, *filter(None, map(_decoded_chunk, self._held))])
         try:
-            outcome = self._ocr.ocr_chunk(chunk, self._wait)
+            outcome = self._ocr.ocr_chunk(chunk, self._wait, lambda: self._partitions_for_rest(msg))
         except ChunkAbandoned:
             raise
         except Exception as exc:  # a bug, not bad input: a bounded number of tries, then the DLQ
@@ -309,6 +330,14 @@ class OcrWorker:
         s = self._settings
         records = [message_record(s.topic_ocr_results, r.batch_id, r) for r in outcome.results]
         records += [message_record(s.topic_ocr_chunks, item.chunk_id, item) for item in outcome.work_items]
+        records += [(*message_record(s.topic_ocr_chunks, rest.chunk_id, rest), partition)
+                    for rest, partition in outcome.rest]
+        if outcome.rest:
+            (kept, _), (given, there) = outcome.rest
+            self._handing_to = (there, len(given.files))
+            log.info("rest of chunk handed over", extra={"batch_id": chunk.batch_id, "to_partition": there,
+                                                         "files_kept": len(kept.files),
+                                                         "files_handed_over": len(given.files), **_position(msg)})
         if outcome.dead:
             MESSAGES_DEAD_LETTERED.labels(msg.topic(), "kept_failing").inc()
             reason = "; ".join(f"{file_id}: {why}" for file_id, why in outcome.dead.items())
@@ -335,6 +364,9 @@ class OcrWorker:
                     self._producer = self._start_producer()
                 self._transact(msg, records)
                 self.readiness.available("producer")
+                if self._handing_to is not None:
+                    self._idle_workers.handed_over(self._handing_to[0])
+                    FILES_HANDED_OVER.inc(self._handing_to[1])
                 return
             except (KafkaException, TransactionCallHung) as exc:
                 in_doubt = True
@@ -348,8 +380,9 @@ class OcrWorker:
         started = time.perf_counter()
         timeout = self._settings.transaction_call_timeout_s
         self._producer.begin_transaction()
-        for topic, key, value, headers in records:
-            self._producer.produce(topic, value=value, key=key, headers=headers)
+        for topic, key, value, headers, *partition in records:  # a partition only for the rest of a chunk
+            self._producer.produce(topic, value=value, key=key, headers=headers,
+                                   **({"partition": partition[0]} if partition else {}))
         next_offset = [TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)]
         self._bounded(self._producer.send_offsets_to_transaction, next_offset,
                       self._consumer.consumer_group_metadata(), timeout)
@@ -415,6 +448,37 @@ class OcrWorker:
         producer = self._new_producer()
         self._bounded(producer.init_transactions, self._settings.transaction_call_timeout_s)  # fences older ones
         return producer
+
+    def _partitions_for_rest(self, msg: Message) -> tuple[int, int] | None:
+        """(this chunk's partition, an idle worker's) when the chunk's files not started should be split so."""
+        if self._idle_workers is None:
+            return None
+        mine = {tp.partition for tp in self._consumer.assignment() if tp.topic == msg.topic()}
+        there = self._idle_workers.partition_for_the_rest(mine)
+        return None if there is None else (msg.partition(), there)
+
+    def _say_idle(self) -> None:
+        """Nothing in hand or held and every partition read to its end: commit the positions with an idle claim
+        as metadata, where a busy worker looks for one to hand the rest of its chunk to (once per idle spell)."""
+        if self._idle_workers is None or self._idle_said or self._held or not self.readiness:
+            return  # (not ready: e.g. the broker away, where a commit would wait for it)
+        assignment = self._consumer.assignment()
+        claim = idle_claim(tp.partition for tp in assignment)
+        offsets = []
+        for tp in self._consumer.position(assignment) if assignment else []:
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            # Nothing read from it since it was assigned: at its end only if it holds no record.
+            at = tp.offset if tp.offset >= 0 else (high if 0 <= low == high else None)
+            if at is None or high < 0 or at < high:
+                return
+            offsets.append(TopicPartition(tp.topic, tp.partition, at, metadata=claim))
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._idle_said = True
+        except KafkaException as exc:  # e.g. a rebalance under way: said at the next empty poll
+            log.debug("idle not said", extra={"error": str(exc)})
 
     def _committed_past(self, msg: Message) -> bool:
         tp = TopicPartition(msg.topic(), msg.partition())

@@ -8,6 +8,8 @@ from contextlib import ExitStack
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from PIL import Image
 
 from common.embedding import build_embedder
 from common.kafka import build_producer, produce_and_flush, read_topic
@@ -19,6 +21,7 @@ from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, decode, encode
 from services.ocr_worker.__main__ import build_worker
 from services.ocr_worker.settings import WorkerSettings
+from tests.chaos.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -129,11 +132,11 @@ def test_a_chunk_whose_transform_keeps_raising_goes_to_the_dlq_and_the_partition
         def __init__(self, real):
             self._real = real
 
-        def ocr_chunk(self, chunk, wait):
+        def ocr_chunk(self, chunk, wait, partitions_for_rest):
             if chunk.chunk_id == poisoned.chunk_id:
                 tries.append(chunk.chunk_id)
                 raise KeyError("a bug in the transform")
-            return self._real.ocr_chunk(chunk, wait)
+            return self._real.ocr_chunk(chunk, wait, partitions_for_rest)
 
         def failed_chunk(self, *args):
             return self._real.failed_chunk(*args)
@@ -180,3 +183,56 @@ def _png(seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (120, 60), (seed, seed, seed)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_an_idle_worker_takes_half_of_the_files_a_busy_one_has_not_started(settings, monkeypatch):
+    """Two workers, one chunk of 8 files on one partition: its worker hands half of the files it has not started
+    to the idle worker's partition, in one transaction with its results so far; each file gets one result."""
+    monkeypatch.setenv("OCRSTREAM_TEST_OCR_SECONDS", "0.3")  # read by the OCR children: 8 files take 2.4 s alone
+    group = f"g-{uuid.uuid4().hex}"
+    workers = [WorkerSettings(worker_id=f"w{i}-{uuid.uuid4().hex[:6]}", worker_group=group, handover_check_s=0.1,
+                              engine="tests.paced_engine:build") for i in range(2)]
+    s3 = build_s3_client(settings)
+    files = []
+    for i in range(8):
+        png = io.BytesIO()
+        Image.new("L", (64, 64), 40 * (i % 6)).save(png, "PNG")
+        files.append(upload(settings, s3, f"{i}.png", png.getvalue(), "image/png"))
+    chunk = ChunkRequested(batch_id="b", chunk_id="b.00000", tenant="default", files=files)
+
+    stop = threading.Event()
+    with ExitStack() as stack:
+        threads = [threading.Thread(target=build_worker(w, stack).run, args=(stop,), daemon=True) for w in workers]
+        for thread in threads:
+            thread.start()
+        try:
+            admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+            wait_until(lambda: _members_with_partitions(admin, group, settings.topic_ocr_chunks) == 2, 60,
+                       "both workers hold partitions")
+            producer = build_producer(settings, client_id="seed")
+            producer.produce(settings.topic_ocr_chunks, value=encode(chunk), key=chunk.chunk_id.encode(), partition=0)
+            assert producer.flush(10) == 0
+            results = [decode(Topic.OCR_RESULTS, m.value()) for m in
+                       read_topic(settings, settings.topic_ocr_results, expected=len(files), deadline_s=120)]
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+
+    assert sorted(r.file_id for r in results) == sorted(f.file_id for f in files)  # the workers stopped: all there are
+    assert all(r.status is FileStatus.OK and r.chunk_id == chunk.chunk_id for r in results)
+    rest = [(m.partition(), decode(Topic.OCR_CHUNKS, m.value()))
+            for m in read_topic(settings, settings.topic_ocr_chunks, expected=3)
+            if (m.partition(), m.offset()) != (0, 0)]
+    handed = [c for partition, c in rest if partition != 0]
+    assert handed, f"nothing handed over: {[(p, len(c.files)) for p, c in rest]}"
+    # Each rest holds files of the chunk, in its order, under its id.
+    for _, c in rest:
+        first = files.index(c.files[0])
+        assert c.chunk_id == chunk.chunk_id and c.files == files[first:first + len(c.files)]
+
+
+def _members_with_partitions(admin, group: str, topic: str) -> int:
+    [described] = admin.describe_consumer_groups([group]).values()
+    return sum(1 for m in described.result(10).members
+               if any(tp.topic == topic for tp in m.assignment.topic_partitions))
