@@ -373,41 +373,48 @@ def main() -> None:
         limits["seconds_to_202_100_x_100kb"] = f"100 PUTs at the raw rate: {100 / put:.2f} s"
         print(f"202 for 100 x 100 KB: {figures['seconds_to_202_100_x_100kb']:.3f} s", flush=True)
 
-        # Rounds interleave the three runs, and each ratio is taken within its round, between runs a minute apart:
-        # this machine's speed drifts by 15 % over minutes (a bare OCR round ran at 7.1 and at 9.1 files/s), which
-        # a ratio of medians taken over different rounds would measure instead. The figure is the median round's.
+        # Rounds interleave the runs, and each ratio is taken within its round: this machine's speed drifts by 15 %
+        # over minutes (a bare OCR round ran at 7.1 and at 9.1 files/s), which a ratio of medians taken over
+        # different rounds would measure instead. A round's limit is the mean of the bare runs that open and close
+        # it (one round's closing run opens the next): a drift in between cancels to first order, where a bare run
+        # before alone measured it. The figure is the median round's.
         images = [s.path for s in render_sample_batch(work / "ocr", images=args.ocr_files, pdf_pages=0, seed=1)]
-        singles, twos, ones, pairs, ocr_ms, embed_ms = [], [], [], [], [], []
+        twos, ones, pairs, limits_by_round = [], [], [], []
+        single, ocr_ms, embed_ms = bare_ocr(images, args.ocr_chunk_size)
+        singles = [single]
         for round_ in range(args.ocr_rounds):
-            single, round_ocr_ms, round_embed_ms = bare_ocr(images, args.ocr_chunk_size)
-            pairs.append(bare_ocr_two_at_once(images, args.ocr_chunk_size) / (2 * single))
+            pairs.append(bare_ocr_two_at_once(images, args.ocr_chunk_size) / (2 * singles[-1]))
             two, _ = pipeline_run(fresh_env(endpoints), work / f"logs-ocr2-{round_}", images, workers=2,
                                   chunk_size=args.ocr_chunk_size, embeddings=True)
             one, _ = pipeline_run(fresh_env(endpoints), work / f"logs-ocr1-{round_}", images, workers=1,
                                   chunk_size=args.ocr_chunk_size, embeddings=True)
-            singles.append(single)
+            after, round_ocr_ms, round_embed_ms = bare_ocr(images, args.ocr_chunk_size)
+            limits_by_round.append((singles[-1] + after) / 2)
+            singles.append(after)
             twos.append(two)
             ones.append(one)
             ocr_ms += round_ocr_ms
             embed_ms += round_embed_ms
-            print(f"round {round_ + 1}: one bare OCR process {single:.2f} files/s; tesseract pipeline 1 worker "
-                  f"{one:.2f} files/s, 2 workers {two:.2f} files/s (ratio {two / (2 * single):.3f}, "
-                  f"scaling {two / one:.3f}; two bare processes at once {pairs[-1]:.3f})", flush=True)
-        ratios = [two / (2 * single) for two, single in zip(twos, singles)]
+            print(f"round {round_ + 1}: one bare OCR process {singles[-2]:.2f} files/s before, {after:.2f} after; "
+                  f"tesseract pipeline 1 worker {one:.2f} files/s, 2 workers {two:.2f} files/s (ratio "
+                  f"{two / (2 * limits_by_round[-1]):.3f}, scaling {two / one:.3f}; two bare processes at once "
+                  f"{pairs[-1]:.3f})", flush=True)
+        ratios = [two / (2 * limit) for two, limit in zip(twos, limits_by_round)]
         scalings = [two / one for two, one in zip(twos, ones)]
-        single, two, one = (statistics.median(runs) for runs in (singles, twos, ones))
+        single, two, one = (statistics.median(runs) for runs in (limits_by_round, twos, ones))
         figures |= {"tesseract_ratio_to_limit": round(statistics.median(ratios), 3),
                     "scaling_1_to_2_workers": round(statistics.median(scalings), 3),
                     "tesseract_ratio_by_round": [round(r, 3) for r in ratios],
                     "scaling_by_round": [round(r, 3) for r in scalings],
+                    "bare_ocr_files_per_s_by_run": [round(r, 2) for r in singles],
                     "bare_ocr_two_at_once_ratio": round(statistics.median(pairs), 3),
                     "tesseract_files_per_s_2_workers": round(two, 2), "tesseract_files_per_s_1_worker": round(one, 2),
                     "bare_ocr_files_per_s": round(single, 2), "tesseract_files": args.ocr_files,
                     "tesseract_rounds": args.ocr_rounds}
-        limits |= {"tesseract_ratio_to_limit": f"2 x one bare OCR process, in each round; median round of "
-                                               f"{_spread(ratios)}; medians 2 workers {two:.2f} files/s, "
-                                               f"bare {single:.2f} files/s; the machine's own: two bare "
-                                               f"processes at once {statistics.median(pairs):.3f} of 2 x one",
+        limits |= {"tesseract_ratio_to_limit": f"2 x one bare OCR process, the mean of the runs before and after "
+                                               f"each round; median round of {_spread(ratios)}; medians 2 workers "
+                                               f"{two:.2f} files/s, bare {single:.2f} files/s; the machine's own: "
+                                               f"two bare processes at once {statistics.median(pairs):.3f} of 2 x one",
                    "scaling_1_to_2_workers": f"1 worker, in each round; median round of {_spread(scalings)}; "
                                              f"medians 1 worker {one:.2f} files/s, 2 workers {two:.2f} files/s"}
         overhead = statistics.median(embed_ms) / statistics.median(ocr_ms) * 100
