@@ -8,9 +8,8 @@ from contextlib import ExitStack
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from PIL import Image
 
+from bench.pipeline import wait_for_settled_group
 from common.embedding import build_embedder
 from common.kafka import build_producer, produce_and_flush, read_topic
 from common.storage import ObjectStore, build_s3_client
@@ -21,7 +20,6 @@ from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, decode, encode
 from services.ocr_worker.__main__ import build_worker
 from services.ocr_worker.settings import WorkerSettings
-from tests.chaos.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -193,11 +191,7 @@ def test_an_idle_worker_takes_half_of_the_files_a_busy_one_has_not_started(setti
     workers = [WorkerSettings(worker_id=f"w{i}-{uuid.uuid4().hex[:6]}", worker_group=group, handover_check_s=0.1,
                               engine="tests.paced_engine:build") for i in range(2)]
     s3 = build_s3_client(settings)
-    files = []
-    for i in range(8):
-        png = io.BytesIO()
-        Image.new("L", (64, 64), 40 * (i % 6)).save(png, "PNG")
-        files.append(upload(settings, s3, f"{i}.png", png.getvalue(), "image/png"))
+    files = [upload(settings, s3, f"{i}.png", _png(30 * i), "image/png") for i in range(8)]
     chunk = ChunkRequested(batch_id="b", chunk_id="b.00000", tenant="default", files=files)
 
     stop = threading.Event()
@@ -206,9 +200,7 @@ def test_an_idle_worker_takes_half_of_the_files_a_busy_one_has_not_started(setti
         for thread in threads:
             thread.start()
         try:
-            admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-            wait_until(lambda: _members_with_partitions(admin, group, settings.topic_ocr_chunks) == 2, 60,
-                       "both workers hold partitions")
+            wait_for_settled_group(group, members=2)
             producer = build_producer(settings, client_id="seed")
             producer.produce(settings.topic_ocr_chunks, value=encode(chunk), key=chunk.chunk_id.encode(), partition=0)
             assert producer.flush(10) == 0
@@ -230,9 +222,3 @@ def test_an_idle_worker_takes_half_of_the_files_a_busy_one_has_not_started(setti
     for _, c in rest:
         first = files.index(c.files[0])
         assert c.chunk_id == chunk.chunk_id and c.files == files[first:first + len(c.files)]
-
-
-def _members_with_partitions(admin, group: str, topic: str) -> int:
-    [described] = admin.describe_consumer_groups([group]).values()
-    return sum(1 for m in described.result(10).members
-               if any(tp.topic == topic for tp in m.assignment.topic_partitions))
