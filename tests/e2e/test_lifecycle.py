@@ -9,7 +9,6 @@ import io
 import json
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import psycopg

@@ -1,6 +1,5 @@
 """services.status_api.view and .live: highest version wins, percent and ETA, streams and long polls on change."""
 import asyncio
-import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
