@@ -26,8 +26,6 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # as in the worker: before tesse
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import httpx  # noqa: E402
-from confluent_kafka import ConsumerGroupState  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.report import merge_results  # noqa: E402
@@ -36,7 +34,8 @@ from common.embedding import build_embedder  # noqa: E402
 from common.kafka import build_consumer, build_producer, ensure_topics, message_record, produce_and_flush  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from common.storage import ObjectStore, build_s3_client, ensure_bucket  # noqa: E402
-from demo.processes import ServiceProcess, client_for, free_port, isolated_env, running_services  # noqa: E402
+from demo.processes import (ServiceProcess, client_for, free_port, isolated_env, running_services,  # noqa: E402
+                            wait_for_settled_group)
 from demo.sample_batch import render_sample_batch  # noqa: E402
 from deploy.devstack import StackSettings, stack_endpoints, start_stack, stop_stack  # noqa: E402
 from schemas.batch_events import BatchCreated, ChunkLayout  # noqa: E402
@@ -141,7 +140,8 @@ def pipeline_run(env: dict[str, str], logs: Path, paths: list[Path], *, workers:
                  embeddings: bool) -> tuple[float, float]:
     """(files/s from the request to the batch's completion, seconds to the 202) on running services."""
     with running_services(env, logs, workers=workers) as services, client_for(services) as client:
-        wait_for_settled_group(Settings().worker_group, workers)
+        settings = Settings()
+        wait_for_settled_group(settings.kafka_bootstrap_servers, settings.worker_group, workers)
         started = time.perf_counter()
         accepted = client.submit(paths, name="bench", chunk_size=chunk_size, embeddings=embeddings)
         to_202 = time.perf_counter() - started
@@ -150,19 +150,6 @@ def pipeline_run(env: dict[str, str], logs: Path, paths: list[Path], *, workers:
     if final["succeeded"] != len(paths):
         raise RuntimeError(f"bench batch ended {final['status']}: {final['succeeded']}/{len(paths)} ok")
     return len(paths) / elapsed, to_202
-
-
-def wait_for_settled_group(group: str, members: int, deadline_s: float = 60) -> None:
-    """Until the group is stable with `members` members, each holding partitions. A worker is ready once it has
-    joined, but a cooperative rebalance hands it partitions a round later: a batch sent before that waits for it."""
-    admin = AdminClient({"bootstrap.servers": Settings().kafka_bootstrap_servers})
-    _wait_until(lambda: _settled(admin.describe_consumer_groups([group])[group].result(10), members), deadline_s,
-                every=0.1)
-
-
-def _settled(group, members: int) -> bool:
-    return (group.state == ConsumerGroupState.STABLE and len(group.members) == members
-            and all(m.assignment.topic_partitions for m in group.members))
 
 
 def seconds_to_202(env: dict[str, str], logs: Path, paths: list[Path]) -> float:

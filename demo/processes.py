@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
 from ocrstream import Client
 
 
@@ -183,6 +185,21 @@ def running_services(env: dict[str, str], log_dir: Path, *, workers: int = 2) ->
     finally:
         for service in services.values():
             service.stop()
+
+
+def wait_for_settled_group(bootstrap_servers: str, group: str, members: int, timeout: float = 60.0) -> None:
+    """Until the group is stable with `members` members, each holding partitions. A worker is ready once it has
+    joined, but a cooperative rebalance hands it partitions a round later: a batch sent before that waits for it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    deadline = time.monotonic() + timeout
+    while True:
+        described = admin.describe_consumer_groups([group])[group].result(10)
+        if (described.state == ConsumerGroupState.STABLE and len(described.members) == members
+                and all(m.assignment.topic_partitions for m in described.members)):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"consumer group {group} not settled with {members} members in {timeout:g} s")
+        time.sleep(0.1)  # poll interval of the deadline loop
 
 
 def client_for(services: dict[str, ServiceProcess], api_key: str = "dev-key") -> Client:

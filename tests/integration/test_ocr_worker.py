@@ -9,10 +9,10 @@ from contextlib import ExitStack
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.pipeline import wait_for_settled_group
 from common.embedding import build_embedder
 from common.kafka import build_producer, produce_and_flush, read_topic
 from common.storage import ObjectStore, build_s3_client
+from demo.processes import wait_for_settled_group
 from demo.sample_batch import character_error_rate, render_sample_batch
 from schemas.batch_events import BatchOptions
 from schemas.chunks import ChunkRequested, StoredFile
@@ -200,7 +200,7 @@ def test_an_idle_worker_takes_half_of_the_files_a_busy_one_has_not_started(setti
         for thread in threads:
             thread.start()
         try:
-            wait_for_settled_group(group, members=2)
+            wait_for_settled_group(settings.kafka_bootstrap_servers, group, members=2)
             producer = build_producer(settings, client_id="seed")
             producer.produce(settings.topic_ocr_chunks, value=encode(chunk), key=chunk.chunk_id.encode(), partition=0)
             assert producer.flush(10) == 0
