@@ -228,9 +228,9 @@ def persister_rates(results: int = 1000, words_per_page: int = 300) -> tuple[flo
                            chunks=[ChunkLayout(chunk_id=f"{batch_id}.00000", file_count=results)])
     producer = build_producer(settings, client_id="bench-seed")
     produce_and_flush(producer, [message_record(settings.topic_batch_events, batch_id, created)]
-                      + [message_record(settings.topic_ocr_results, batch_id, r) for r in batch], timeout=60)
+                      + [message_record(settings.topic_ocr_results, r.file_id, r) for r in batch], timeout=60)
 
-    with build_pool(settings, name="bench-persister", max_size=2) as pool:
+    with build_pool(settings, name="bench-persister", max_size=settings.db_pool_size) as pool:
         pool.wait(30)
         consumer = build_consumer(settings, group_id=settings.persister_group, client_id="bench-persister")
         persister = Persister(settings, consumer, build_producer(settings, client_id="bench-persister"), pool)

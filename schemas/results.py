@@ -1,4 +1,5 @@
-"""`ocr.results` (key = batch_id): one result per file, whatever happened to it."""
+"""`ocr.results`: one result per file, whatever happened to it. Key = file_id: a file's parts and attempts stay
+in order on one partition, and a batch's files spread over them all."""
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal

@@ -328,7 +328,9 @@ class OcrWorker:
 
     def _records(self, msg: Message, chunk: ChunkRequested, outcome: ChunkOutcome) -> list[Record]:
         s = self._settings
-        records = [message_record(s.topic_ocr_results, r.batch_id, r) for r in outcome.results]
+        # Keyed by file: a file's parts and attempts stay in order on one partition, while a batch's files spread
+        # over all of them, for the persister to write side by side.
+        records = [message_record(s.topic_ocr_results, r.file_id, r) for r in outcome.results]
         records += [message_record(s.topic_ocr_chunks, item.chunk_id, item) for item in outcome.work_items]
         records += [(*message_record(s.topic_ocr_chunks, rest.chunk_id, rest), partition)
                     for rest, partition in outcome.rest]

@@ -20,7 +20,7 @@ def main() -> int:
     ensure_topics(settings)
     apply_migrations(settings)
     with ExitStack() as stack:
-        pool = stack.enter_context(build_pool(settings, name="persister", max_size=2))
+        pool = stack.enter_context(build_pool(settings, name="persister", max_size=settings.db_pool_size))
         pool.wait(timeout=30)
         client_id = f"persister-{settings.persister_id}"
         consumer = build_consumer(settings, group_id=settings.persister_group, client_id=client_id)

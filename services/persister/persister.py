@@ -1,10 +1,11 @@
 """The persister: batch events and OCR results → PostgreSQL, exactly once → progress snapshots.
 
-Exactly-once is the "offsets outside Kafka" pattern: the rows and the next offsets commit in ONE database
-transaction, and on assignment the consumer seeks to the offsets stored there. A crash anywhere replays only
-what the database does not hold. A whole poll (up to max_messages_per_transaction records) is written in a few
-bulk statements (multi-row INSERT, COPY) under one savepoint. Only if Postgres refuses that for its data is the
-poll written again record by record, each in its own savepoint: the record refused is rolled back alone,
+Exactly-once is the "offsets outside Kafka" pattern: a partition's rows and its next offset commit in ONE
+database transaction, and on assignment the consumer seeks to the offsets stored there. A crash anywhere replays
+only what the database does not hold. A poll (up to max_messages_per_transaction records) is split into lanes
+of whole partitions, written side by side, each in a transaction of its own: a few bulk statements (multi-row
+INSERT, COPY) under one savepoint. Only if Postgres refuses that for its data is the lane written again
+record by record, each in its own savepoint: the record refused is rolled back alone,
 dead-lettered through an outbox table in the same transaction, and its file counted as failed: no record can
 stop a partition. Retries and replays follow the replace rule in sql.py, so a repeat changes nothing.
 """
@@ -12,6 +13,8 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from threading import Event
 from typing import Any
@@ -46,6 +49,29 @@ class PolledWork:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
+    def apart(self, topic: str) -> tuple["PolledWork", "PolledWork"]:
+        """(the records of this topic, the others), each with the offsets of its partitions."""
+        return (self._part(r for r in self.records if r[0].topic() == topic),
+                self._part(r for r in self.records if r[0].topic() != topic))
+
+    def lanes(self, count: int) -> list["PolledWork"]:
+        """The poll split into at most `count` parts of whole partitions, as even in records as they go, each to be
+        written in a transaction of its own beside the others (Postgres then works on as many cores)."""
+        by_partition: dict[tuple[str, int], list[tuple[Message, Any]]] = {}
+        for record in self.records:
+            by_partition.setdefault((record[0].topic(), record[0].partition()), []).append(record)
+        lanes: list[list[tuple[Message, Any]]] = [[] for _ in range(min(count, len(by_partition)))]
+        for records in sorted(by_partition.values(), key=len, reverse=True):
+            min(lanes, key=len).extend(records)
+        return [self._part(records) for records in lanes]
+
+    def _part(self, records: Iterable[tuple[Message, Any]]) -> "PolledWork":
+        part = PolledWork(records=list(records))
+        for msg, _ in part.records:
+            tp = (msg.topic(), msg.partition())
+            part.first_offsets[tp], part.next_offsets[tp] = self.first_offsets[tp], self.next_offsets[tp]
+        return part
+
 
 class Persister:
     def __init__(self, settings: PersisterSettings, consumer: Consumer, producer: Producer, pool: ConnectionPool) -> None:
@@ -68,34 +94,67 @@ class Persister:
         self.publish_pending()  # dead letters and snapshots committed before a crash but never sent
         backoff = self._settings.db_retry_backoff_s
         published_at = time.monotonic()
-        while not stop.is_set():
-            messages = self._consumer.consume(self._settings.max_messages_per_transaction, self._settings.poll_timeout_s)
-            if not messages:
-                if time.monotonic() - published_at > 5.0:  # what a broker outage held back, even when idle
-                    self.publish_pending()
-                    published_at = time.monotonic()
-                continue
-            try:
+        with ThreadPoolExecutor(self._settings.persister_connections, thread_name_prefix="persist") as lanes:
+            while not stop.is_set():
+                messages = self._consumer.consume(self._settings.max_messages_per_transaction,
+                                                  self._settings.poll_timeout_s)
+                if not messages:
+                    if time.monotonic() - published_at > 5.0:  # what a broker outage held back, even when idle
+                        self.publish_pending()
+                        published_at = time.monotonic()
+                    continue
                 # A poll decodes into a million acyclic objects (see cyclic_gc_paused). They die before collection
                 # resumes: its first pass would walk them all (0.17 s for 500 results of 300 words).
                 with cyclic_gc_paused():
-                    work = self._sort(messages)
-                    resume_at = self._persist(work)
-                    work.records.clear()
-            except psycopg.OperationalError as exc:  # Postgres away: rewind, wait, retry; nothing is lost
-                log.warning("persisting failed, will retry", extra={"error": str(exc), "backoff_s": backoff})
-                self._rewind(work.first_offsets)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            if resume_at:  # an earlier owner got further than this poll began: go where the DB says
-                self._rewind(work.first_offsets | resume_at)
-                continue
-            backoff = self._settings.db_retry_backoff_s
+                    error = self._persist_backlog(messages, lanes, stop)
+                published_at = time.monotonic()
+                if error is not None:  # Postgres away (or lanes in a deadlock): rewound, so nothing is lost
+                    log.warning("persisting failed, will retry", extra={"error": str(error), "backoff_s": backoff})
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                else:
+                    backoff = self._settings.db_retry_backoff_s
+
+    def _persist_backlog(self, messages: list[Message], lanes: ThreadPoolExecutor, stop: Event
+                         ) -> psycopg.OperationalError | None:
+        """Poll after poll, each written in its lanes while the next is read and decoded beside them (Postgres and
+        Python on cores of their own), for as long as polls come full (a backlog; otherwise there is nothing to
+        overlap, and cyclic GC resumes between polls). A poll that did not commit whole is rewound with the one
+        read behind it, from where the DB says each partition resumes; the error if Postgres was away."""
+        def write(work: PolledWork) -> list[Future]:
+            """The poll's batch events (few) commit first, here, and then its results in lanes side by side: a
+            retry asked for is written before that retry's results."""
+            events, results = work.apart(self._settings.topic_batch_events)
+            if events.records:
+                positions, error = self._persist(events)
+                if positions:  # not committed: its results are read again with it
+                    return [_settled((positions | results.first_offsets, error))]
+            return [lanes.submit(self._persist, lane) for lane in results.lanes(self._settings.persister_connections)]
+
+        most = self._settings.max_messages_per_transaction
+        work, reading_ahead = self._sort(messages), len(messages) == most
+        writing = write(work)
+        while True:
+            more = self._consumer.consume(most, self._settings.poll_timeout_s) \
+                if reading_ahead and not stop.is_set() else []
+            reading_ahead = len(more) == most
+            following = self._sort(more)  # read and decoded while `work` is written
+            outcomes = [lane.result() for lane in writing]
+            resume_at = {tp: offset for positions, _ in outcomes for tp, offset in positions.items()}
+            if resume_at:  # Postgres away, or an earlier owner got further: read on from where the DB says
+                self._rewind(following.first_offsets | resume_at)
+                return next((error for _, error in outcomes if error is not None), None)
+            # Kafka's own commit only feeds lag monitoring; restarts resume from the DB offsets.
+            if work.next_offsets:
+                self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()],
+                                      asynchronous=True)
+            writing = write(following)
             self.publish_pending()
-            published_at = time.monotonic()
             record_consumer_lag(self._consumer, self._settings.persister_group, cached=True,
                                 positions=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()])
+            if not writing:
+                return None
+            work = following
 
     def _sort(self, messages: list[Message]) -> PolledWork:
         work = PolledWork()
@@ -112,35 +171,37 @@ class Persister:
                 work.records.append((msg, exc))
         return work
 
-    def _persist(self, work: PolledWork) -> dict[tuple[str, int], int]:
-        """1. one DB transaction: lock the stored offsets; if an earlier owner of a partition already got past
-           this poll's first offset, write nothing and return where to resume
-        2. the whole poll in bulk under one savepoint; if Postgres refuses that for its data, roll it back and
+    def _persist(self, work: PolledWork) -> tuple[dict[tuple[str, int], int], psycopg.OperationalError | None]:
+        """One lane of a poll (a thread of its own) in one DB transaction; where its partitions resume if it did not
+        commit, and the error if Postgres was away.
+        1. lock the stored offsets of the lane's partitions; if an earlier owner of one already got past this
+           poll's first offset, write nothing and resume there
+        2. the records in bulk under one savepoint; if Postgres refuses that for its data, roll it back and
            write each record in its own savepoint instead: one refused is rolled back alone, its file is written
            failed (result_refused) and the record goes into the DLQ outbox
         3. recount the touched batches, store the next offsets  4. commit
         (then publish_pending sends the outbox and the progress snapshots)"""
         started = time.perf_counter()
-        with self._pool.connection() as conn, conn.transaction():
-            stored = sql.load_offsets(conn, self._settings.persister_group, self._topics, for_update=True)
-            ahead = {tp: stored[tp] for tp, first in work.first_offsets.items() if stored.get(tp, 0) > first}
-            if ahead:
-                log.warning("records already persisted by an earlier owner, seeking past them",
-                            extra={"positions": {f"{t}[{p}]": o for (t, p), o in ahead.items()}})
-                return ahead
-            touched = self._write_records(conn, work.records)
-            if touched:
-                sql.recount_batches(conn, touched)
-            sql.store_offsets(conn, self._settings.persister_group, work.next_offsets)
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                stored = sql.lock_offsets(conn, self._settings.persister_group, work.first_offsets)
+                ahead = {tp: stored[tp] for tp, first in work.first_offsets.items() if stored.get(tp, 0) > first}
+                if ahead:
+                    log.warning("records already persisted by an earlier owner, seeking past them",
+                                extra={"positions": {f"{t}[{p}]": o for (t, p), o in ahead.items()}})
+                    return work.first_offsets | ahead, None
+                touched = self._write_records(conn, work.records)
+                if touched:
+                    sql.recount_batches(conn, touched)
+                sql.store_offsets(conn, self._settings.persister_group, work.next_offsets)
+        except psycopg.OperationalError as exc:  # Postgres away (or a deadlock between lanes): rewind and retry
+            return work.first_offsets, exc
         elapsed = time.perf_counter() - started
         TRANSACTION_SECONDS.labels("persist").observe(elapsed)
         TRANSACTIONS.labels("persist", "committed").inc()
-        # Kafka's own commit only feeds lag monitoring; restarts resume from the DB offsets.
-        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()],
-                              asynchronous=True)
         log.info("records persisted", extra={"records": len(work.records), "batches": sorted(touched),
                                              "ms": round(elapsed * 1000, 1)})
-        return {}
+        return {}, None
 
     def _write_records(self, conn: psycopg.Connection, records: list[tuple[Message, Any]]) -> set[str]:
         """Step 2: the batches touched."""
@@ -283,6 +344,12 @@ class Persister:
 
 
 # --- pure pieces the loop uses -----------------------------------------------------------------------------
+def _settled(outcome: Any) -> Future:
+    future: Future = Future()
+    future.set_result(outcome)
+    return future
+
+
 _SALVAGED_CHARS = 500  # keeps salvaged ids well under Postgres' btree index row limit (2704 bytes)
 _BIGINT_MAX = 2**63 - 1
 

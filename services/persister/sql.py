@@ -99,14 +99,22 @@ def _file_row(r: FileResult) -> dict:
 
 
 # --- consumer offsets --------------------------------------------------------------------------------------
-def load_offsets(conn: Connection, group_id: str, topics: Iterable[str], *, for_update: bool = False
-                 ) -> dict[tuple[str, int], int]:
-    """Next offset per (topic, partition); for_update serializes two owners of one partition."""
+def load_offsets(conn: Connection, group_id: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """Next offset per (topic, partition) of the topics."""
+    rows = conn.execute("SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = %s"
+                        " AND topic = ANY(%s)", (group_id, list(topics)))
+    return {(topic, partition): offset for topic, partition, offset in rows}
+
+
+def lock_offsets(conn: Connection, group_id: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Next offset per (topic, partition) of these partitions only, their rows locked (in one order) for this
+    transaction: two owners of one partition are serialized, while transactions of other partitions (another
+    lane, another persister) go on at the same time."""
+    wanted = sorted(partitions)
     rows = conn.execute(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = %s AND topic = ANY(%s)"
-        + (" FOR UPDATE" if for_update else ""),
-        (group_id, list(topics)),
-    )
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = %s"
+        " AND (topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[])) ORDER BY topic, partition"
+        " FOR UPDATE", (group_id, [topic for topic, _ in wanted], [partition for _, partition in wanted]))
     return {(topic, partition): offset for topic, partition, offset in rows}
 
 
@@ -269,8 +277,11 @@ def write_file_results(conn: Connection, results: list[FileResult]) -> None:
     _delete_files(conn, [r.file_id for r, _ in final if r.file_id in stored])
     if not final:
         return
-    _insert_rows(conn, "INSERT INTO batches (batch_id, tenant) VALUES {} ON CONFLICT DO NOTHING",
-                 list({(row["batch_id"], row["tenant"]) for _, row in final}))
+    # Placeholders for batches not known yet, in one lock order. A batch the DB holds is left out before the
+    # insert: ON CONFLICT would wait for any transaction that has updated its row (another lane's recount).
+    _insert_rows(conn, "INSERT INTO batches (batch_id, tenant) SELECT * FROM (VALUES {}) AS v (batch_id, tenant)"
+                       " WHERE NOT EXISTS (SELECT FROM batches b WHERE b.batch_id = v.batch_id)"
+                       " ON CONFLICT DO NOTHING", sorted({(row["batch_id"], row["tenant"]) for _, row in final}))
     with conn.cursor() as cur:
         with cur.copy(f"COPY files ({', '.join(_FILE_COLUMNS)}) FROM STDIN") as copy:
             for _, row in final:
@@ -400,7 +411,12 @@ _WORD_TYPES = ("text", "int4", "int4", "text", "float4", "int4", "int4", "int4",
 def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
     """Absolute counts and the status they imply, and a new version, for every touched batch. A failed row that
     waits for a retry is not counted; a batch whose cancel was asked for ends 'cancelled' once all files are in;
-    an open batch (not sealed) may still grow, so it finishes only that way."""
+    an open batch (not sealed) may still grow, so it finishes only that way.
+    Another transaction may be writing files of the same batches (another lane or persister): their rows are
+    locked first, in one order, so that the counts (a statement of its own, so a snapshot of its own under READ
+    COMMITTED) see every transaction that touched them and committed before."""
+    ids = sorted(batch_ids)
+    conn.execute("SELECT 1 FROM batches WHERE batch_id = ANY(%s) ORDER BY batch_id FOR UPDATE", (ids,))
     conn.execute(
         """WITH counts AS (
              SELECT b.batch_id,
@@ -430,7 +446,7 @@ def recount_batches(conn: Connection, batch_ids: Iterable[str]) -> None:
              updated_at = now(),
              version = b.version + 1
            FROM ended c WHERE b.batch_id = c.batch_id""",
-        {"ids": list(batch_ids)},
+        {"ids": ids},
     )
 
 

@@ -17,6 +17,7 @@ from schemas.batch_events import BatchCreated, ChunkLayout
 from schemas.progress import BatchProgress
 from schemas.results import BoundingBox, FileResult, FileStatus, Page, Word
 from schemas.topics import Topic, decode, encode
+from services.persister import sql
 from services.persister.persister import Persister
 from services.persister.settings import PersisterSettings
 
@@ -97,6 +98,56 @@ def test_results_persist_once_and_progress_is_published(settings):
     snapshots: list[BatchProgress] = [decode(Topic.BATCH_PROGRESS, m.value()) for m in read_topic(settings, settings.topic_batch_progress)]
     latest = max((s for s in snapshots if s.batch_id == batch), key=lambda s: s.version)
     assert (latest.status, latest.succeeded, latest.failed, latest.total_files) == ("completed", 3, 1, 4)
+
+
+def test_a_batch_spread_over_partitions_is_written_in_lanes_and_counted_once(settings):
+    """Results keyed by file, as the workers send them: one batch's files land on every partition, and the
+    persister's lanes write them in transactions side by side that all count the same batch."""
+    settings = PersisterSettings(persister_group=f"p-{uuid.uuid4().hex}", max_messages_per_transaction=40)
+    batch, files = f"b{uuid.uuid4().hex[:8]}", 240
+    created = BatchCreated(batch_id=batch, tenant="default", total_files=files,
+                           chunks=[ChunkLayout(chunk_id="c", file_count=files)])
+    records = [(settings.topic_batch_events, batch.encode(), encode(created))]
+    records += [(settings.topic_ocr_results, f"{batch}-f{i}".encode(), encode(result(batch, f"{batch}-f{i}")))
+                for i in range(files)]
+    produce_and_flush(build_producer(settings, client_id="seed"), records, timeout=30)
+
+    with running_persister(settings) as running:
+        wait_for("SELECT status, succeeded FROM batches WHERE batch_id = %s", (batch,), ("completed", files),
+                 running.pool)
+        with running.pool.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM files WHERE batch_id = %s", (batch,)).fetchone() == (files,)
+            written = conn.execute("SELECT count(*) FROM consumer_offsets WHERE group_id = %s AND topic = %s",
+                                   (settings.persister_group, settings.topic_ocr_results)).fetchone()[0]
+    assert written == settings.topic_partitions  # the batch came from every partition
+    snapshots = [decode(Topic.BATCH_PROGRESS, m.value()) for m in read_topic(settings, settings.topic_batch_progress)]
+    ours = sorted((s for s in snapshots if s.batch_id == batch), key=lambda s: s.version)
+    assert (ours[-1].status, ours[-1].succeeded, ours[-1].processed_files) == ("completed", files, files)
+    # Each lane counts after the lanes that committed before it: no version counts fewer files than an earlier one.
+    assert [s.processed_files for s in ours] == sorted(s.processed_files for s in ours)
+
+
+def test_a_recount_waits_for_another_transaction_on_its_batch_and_counts_that_ones_files(settings):
+    """Two lanes commit files of one batch; the one that recounts second must count the first one's files too."""
+    batch = f"b{uuid.uuid4().hex[:8]}"
+    with build_pool(settings, name="test-recount", max_size=3) as pool:
+        with pool.connection() as conn:  # the batch is known (the lanes' placeholder inserts would queue)
+            conn.execute("INSERT INTO batches (batch_id, tenant) VALUES (%s, 'default')", (batch,))
+        first, second = pool.getconn(), pool.getconn()
+        try:
+            sql.write_file_results(first, [result(batch, f"{batch}-1")])
+            sql.write_file_results(second, [result(batch, f"{batch}-2")])
+            sql.recount_batches(first, {batch})  # the batch row stays locked until `first` commits
+            recount = threading.Thread(target=lambda: (sql.recount_batches(second, {batch}), second.commit()))
+            recount.start()
+            wait_for("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (second.info.backend_pid,),
+                     ("Lock",), pool)
+            first.commit()
+            recount.join(30)
+            wait_for("SELECT succeeded FROM batches WHERE batch_id = %s", (batch,), (2,), pool)
+        finally:
+            pool.putconn(first)
+            pool.putconn(second)
 
 
 def test_restart_resumes_from_the_offsets_stored_in_postgres(settings):

@@ -1,14 +1,15 @@
-"""The persister's pure rules: replace, part assembly, salvage of refused results, DLQ record size."""
+"""The persister's pure rules: replace, part assembly, salvage of refused results, DLQ record size, lanes."""
 import base64
 import json
 
 import pytest
 
 from schemas.base import PageRange
+from schemas.batch_events import BatchRetryRequested
 from schemas.dlq import DlqRecord
 from schemas.results import FailureReason, FileStatus
 from schemas.topics import Topic, decode, encode
-from services.persister.persister import fit_dlq_record, salvaged_result
+from services.persister.persister import PolledWork, fit_dlq_record, salvaged_result
 from services.persister.sql import accepted_in_order, assembled_file, bulk_writable, covers_all_pages, replaces
 from tests.integration.test_persister import result
 
@@ -111,3 +112,63 @@ def test_a_dlq_record_too_large_for_the_topic_leaves_out_the_value_and_says_so()
     assert fit_dlq_record(small, 10_000) == small
     fitted = decode(Topic.OCR_DLQ, fit_dlq_record(dlq(b"x" * 20_000), 10_000))
     assert fitted.value_b64 is None and "20000 bytes is left out" in fitted.reason and fitted.offset == 7
+
+
+class _Polled:
+    """What PolledWork.lanes reads of a consumed message: where it came from."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._at = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._at[0]
+
+    def partition(self) -> int:
+        return self._at[1]
+
+
+def _poll(counts: dict[tuple[str, int], int]) -> PolledWork:
+    """A poll with counts[tp] results of each partition, interleaved as a consumer hands them out."""
+    work = PolledWork()
+    for i in range(max(counts.values())):
+        for (topic, partition), count in counts.items():
+            if i < count:
+                file_id = f"{topic}[{partition}]@{100 + i}"
+                work.records.append((_Polled(topic, partition, 100 + i), result("b", file_id)))
+                work.first_offsets.setdefault((topic, partition), 100)
+                work.next_offsets[(topic, partition)] = 101 + i
+    return work
+
+
+def test_lanes_hold_whole_partitions_in_order_and_even_in_records():
+    work = _poll({("ocr.results", 0): 5, ("ocr.results", 1): 4, ("ocr.results", 2): 3, ("ocr.results", 5): 1,
+                  ("ocr.results", 3): 1})
+    lanes = work.lanes(2)
+    assert sorted(len(lane.records) for lane in lanes) == [7, 7]
+    owners = [{(m.topic(), m.partition()) for m, _ in lane.records} for lane in lanes]
+    assert not owners[0] & owners[1] and owners[0] | owners[1] == set(work.first_offsets)
+    for lane, owned in zip(lanes, owners):
+        assert set(lane.first_offsets) == set(lane.next_offsets) == owned
+        assert lane.next_offsets == {tp: work.next_offsets[tp] for tp in owned}
+        for tp in owned:  # each partition's records in their order (partitions have no order between them)
+            assert [r.file_id for m, r in lane.records if (m.topic(), m.partition()) == tp] == \
+                [r.file_id for m, r in work.records if (m.topic(), m.partition()) == tp]
+
+
+def test_a_poll_of_one_partition_or_one_connection_is_one_lane():
+    assert [len(lane.records) for lane in _poll({("ocr.results", 4): 6}).lanes(2)] == [6]
+    work = _poll({("ocr.results", 0): 2, ("ocr.results", 1): 3})
+    (lane,) = work.lanes(1)
+    assert sorted(r.file_id for _, r in lane.records) == sorted(r.file_id for _, r in work.records)
+    assert lane.next_offsets == work.next_offsets
+
+
+def test_a_polls_batch_events_come_apart_from_its_results_with_their_offsets():
+    work = _poll({("ocr.results", 0): 3, ("ocr.results", 1): 3})
+    work.records.append((_Polled("batch.events", 2, 7), BatchRetryRequested(batch_id="b", tenant="default",
+                                                                            attempt=2, file_ids=[])))
+    work.first_offsets[("batch.events", 2)], work.next_offsets[("batch.events", 2)] = 7, 8
+    events, results = work.apart("batch.events")
+    assert [type(m) for _, m in events.records] == [BatchRetryRequested]
+    assert (events.first_offsets, events.next_offsets) == ({("batch.events", 2): 7}, {("batch.events", 2): 8})
+    assert len(results.records) == 6 and set(results.next_offsets) == {("ocr.results", 0), ("ocr.results", 1)}
