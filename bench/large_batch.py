@@ -13,19 +13,17 @@ import os
 import statistics
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 
 import psycopg
 
+from bench.environment import own_env
 from bench.report import merge_results
-from common.db import apply_migrations
-from common.kafka import ensure_topics
 from common.settings import Settings
-from common.storage import build_s3_client, ensure_bucket
-from demo.processes import client_for, isolated_env, running_services
+from common.storage import build_s3_client
+from demo.processes import client_for, running_services
 from deploy.devstack import StackSettings, stack_endpoints, start_stack, stop_stack
 from services.ingest.settings import IngestSettings
 from tests.chaos.harness import distinct_images
@@ -82,32 +80,27 @@ def main(argv: list[str] | None = None) -> None:
     stack = StackSettings()
     started_stack = start_stack(stack)
     try:
-        env = isolated_env(stack_endpoints(stack), f"bench{uuid.uuid4().hex[:8]}", partitions=6) | {
-            "OCRSTREAM_ENGINE": "fast"}
-        os.environ.update(env)
-        settings = Settings()
-        ensure_topics(settings)
-        ensure_bucket(build_s3_client(settings), settings.s3_bucket)
-        apply_migrations(settings)
-        work = Path(tempfile.mkdtemp(prefix="ocrstream-bench-large-"))
-        paths = distinct_images(work / "files", args.files)
-        put_rate = s3_put_rate(settings)
-        print(f"limit: the S3 server takes {put_rate:.0f} small PUT/s (8 threads); each file is one PUT in ingest")
+        with own_env(stack_endpoints(stack), partitions=6, OCRSTREAM_ENGINE="fast") as env:
+            settings = Settings()
+            work = Path(tempfile.mkdtemp(prefix="ocrstream-bench-large-"))
+            paths = distinct_images(work / "files", args.files)
+            put_rate = s3_put_rate(settings)
+            print(f"limit: the S3 server takes {put_rate:.0f} small PUT/s (8 threads); each file is one PUT in ingest")
 
-        with running_services(env, work / "logs", workers=args.workers) as services, \
-                client_for(services) as client:
-            accept_s, batch_ids = [], []
-            started = time.perf_counter()
-            for first in range(0, len(paths), per_request):
-                t = time.perf_counter()
-                accepted = client.submit(paths[first:first + per_request], name="large", chunk_size=args.chunk_size,
-                                         embeddings=False)
-                accept_s.append(time.perf_counter() - t)
-                batch_ids.append(accepted["batch_id"])
-            finals = [client.wait(batch_id, timeout=7200) for batch_id in batch_ids]
-            elapsed = time.perf_counter() - started
-            rss = {name: round(peak_rss_mib(service.pid), 1) for name, service in services.items()}
-        rows = rows_written(settings, batch_ids)
+            with running_services(env, work / "logs", workers=args.workers) as services, \
+                    client_for(services) as client:
+                accept_s, batch_ids = [], []
+                started = time.perf_counter()
+                for first in range(0, len(paths), per_request):
+                    t = time.perf_counter()
+                    accepted = client.submit(paths[first:first + per_request], name="large",
+                                             chunk_size=args.chunk_size, embeddings=False)
+                    accept_s.append(time.perf_counter() - t)
+                    batch_ids.append(accepted["batch_id"])
+                finals = [client.wait(batch_id, timeout=7200) for batch_id in batch_ids]
+                elapsed = time.perf_counter() - started
+                rss = {name: round(peak_rss_mib(service.pid), 1) for name, service in services.items()}
+            rows = rows_written(settings, batch_ids)
     finally:
         stop_stack(stack, started_stack)  # only what this run started
 

@@ -3,9 +3,10 @@ same run on this machine. Prints a table, writes the `pipeline` section of bench
 
 Limits measured here: the dev-stack S3's raw PUT/GET rates (16 threads, 1.5 KB objects), one bare OCR process
 (decode + Tesseract + embed, no Kafka, S3 or Postgres) on the same files, and raw COPY of the same page and word
-rows into the same tables. Each pipeline run has topics, bucket and schema of its own; the services run as
-processes, and a run's clock starts once the workers' group has settled. A ratio is taken between runs of one
-round (or pass), minutes apart at most, and the median round's is the figure: the machine's speed drifts.
+rows into the same tables. Each pipeline run has topics, bucket and schema of its own, removed afterwards; the
+services run as processes, and a run's clock starts once the workers' group has settled. A ratio is taken between
+runs of one round (or pass), minutes apart at most, and the median round's is the figure: the machine's speed
+drifts.
 """
 import argparse
 import io
@@ -19,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # as in the worker: before tesserocr loads
@@ -28,14 +29,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.environment import own_env  # noqa: E402
 from bench.report import merge_results  # noqa: E402
-from common.db import apply_migrations, build_pool  # noqa: E402
+from common.db import build_pool  # noqa: E402
 from common.embedding import build_embedder  # noqa: E402
-from common.kafka import build_consumer, build_producer, ensure_topics, message_record, produce_and_flush  # noqa: E402
+from common.kafka import build_consumer, build_producer, message_record, produce_and_flush  # noqa: E402
 from common.settings import Settings  # noqa: E402
-from common.storage import ObjectStore, build_s3_client, ensure_bucket  # noqa: E402
-from demo.processes import (ServiceProcess, client_for, free_port, isolated_env, running_services,  # noqa: E402
-                            wait_for_settled_group)
+from common.storage import ObjectStore  # noqa: E402
+from demo.processes import ServiceProcess, client_for, free_port, running_services, wait_for_settled_group  # noqa: E402
 from demo.sample_batch import render_sample_batch  # noqa: E402
 from deploy.devstack import StackSettings, stack_endpoints, start_stack, stop_stack  # noqa: E402
 from schemas.batch_events import BatchCreated, ChunkLayout  # noqa: E402
@@ -112,16 +113,10 @@ ENDPOINT_VARS = ("OCRSTREAM_KAFKA_BOOTSTRAP_SERVERS", "OCRSTREAM_S3_ENDPOINT", "
                  "OCRSTREAM_S3_SECRET_KEY", "OCRSTREAM_DATABASE_URL")
 
 
-def fresh_env(endpoints: dict[str, str], *, engine: str = "tesseract") -> dict[str, str]:
-    """Endpoints plus topics, bucket and schema of this run's own (created), and the OCR engine named: the
+def fresh_env(endpoints: dict[str, str], *, engine: str = "tesseract") -> AbstractContextManager[dict[str, str]]:
+    """A run's own topics (6 partitions), bucket and schema, removed afterwards, and the OCR engine named: the
     variables also go into os.environ (for Settings()), so a run must never inherit the previous run's engine."""
-    env = isolated_env(endpoints, f"bench{uuid.uuid4().hex[:8]}", partitions=6) | {"OCRSTREAM_ENGINE": engine}
-    os.environ.update(env)
-    settings = Settings()
-    ensure_topics(settings)
-    ensure_bucket(build_s3_client(settings), settings.s3_bucket)
-    apply_migrations(settings)
-    return env
+    return own_env(endpoints, partitions=6, OCRSTREAM_ENGINE=engine)
 
 
 def small_pngs(directory: Path, count: int, side: int, seed: int) -> list[Path]:
@@ -340,23 +335,24 @@ def main() -> None:
     load_before = os.getloadavg()
     figures, limits = {}, {}
     try:
-        fresh_env(endpoints)
-        put, get = s3_rates(Settings())
+        with fresh_env(endpoints):
+            put, get = s3_rates(Settings())
         figures |= {"s3_put_per_s": round(put), "s3_get_per_s": round(get)}
         limits |= {"s3_put_per_s": "floor of the issue", "s3_get_per_s": "floor of the issue"}
         print(f"S3 raw rates, 16 threads, 1.5 KB: PUT {put:.0f}/s, GET {get:.0f}/s", flush=True)
 
         pngs = small_pngs(work / "small", args.small_files, 32, seed=1)
-        env = fresh_env(endpoints, engine="fast")
-        rate, to_202 = pipeline_run(env, work / "logs-fast", pngs, workers=2, chunk_size=args.fast_chunk_size,
-                                    embeddings=False)
+        with fresh_env(endpoints, engine="fast") as env:
+            rate, to_202 = pipeline_run(env, work / "logs-fast", pngs, workers=2, chunk_size=args.fast_chunk_size,
+                                        embeddings=False)
         figures |= {"fast_engine_files_per_s": round(rate, 1), "seconds_to_202_1000_small": round(to_202, 3)}
         limits |= {"fast_engine_files_per_s": f"S3 PUT {put:.0f}/s, GET {get:.0f}/s",
                    "seconds_to_202_1000_small": f"{args.small_files} PUTs at the raw rate: {args.small_files / put:.2f} s"}
         print(f"fast engine: {rate:.1f} files/s end to end, 202 in {to_202:.3f} s", flush=True)
 
         hundred = small_pngs(work / "100kb", 100, 185, seed=2)  # ~100 KB of random pixels each
-        figures["seconds_to_202_100_x_100kb"] = round(seconds_to_202(fresh_env(endpoints), work / "logs-202", hundred), 3)
+        with fresh_env(endpoints) as env:
+            figures["seconds_to_202_100_x_100kb"] = round(seconds_to_202(env, work / "logs-202", hundred), 3)
         limits["seconds_to_202_100_x_100kb"] = f"100 PUTs at the raw rate: {100 / put:.2f} s"
         print(f"202 for 100 x 100 KB: {figures['seconds_to_202_100_x_100kb']:.3f} s", flush=True)
 
@@ -371,10 +367,12 @@ def main() -> None:
         singles = [single]
         for round_ in range(args.ocr_rounds):
             pairs.append(bare_ocr_two_at_once(images, args.ocr_chunk_size) / (2 * singles[-1]))
-            two, _ = pipeline_run(fresh_env(endpoints), work / f"logs-ocr2-{round_}", images, workers=2,
-                                  chunk_size=args.ocr_chunk_size, embeddings=True)
-            one, _ = pipeline_run(fresh_env(endpoints), work / f"logs-ocr1-{round_}", images, workers=1,
-                                  chunk_size=args.ocr_chunk_size, embeddings=True)
+            with fresh_env(endpoints) as env:
+                two, _ = pipeline_run(env, work / f"logs-ocr2-{round_}", images, workers=2,
+                                      chunk_size=args.ocr_chunk_size, embeddings=True)
+            with fresh_env(endpoints) as env:
+                one, _ = pipeline_run(env, work / f"logs-ocr1-{round_}", images, workers=1,
+                                      chunk_size=args.ocr_chunk_size, embeddings=True)
             after, round_ocr_ms, round_embed_ms = bare_ocr(images, args.ocr_chunk_size)
             limits_by_round.append((singles[-1] + after) / 2)
             singles.append(after)
@@ -412,8 +410,8 @@ def main() -> None:
         # The same for the persister: each pass (topics and schema of its own) beside its raw COPY.
         passes = []
         for _ in range(args.persister_passes):
-            fresh_env(endpoints)
-            passes.append(persister_rates())
+            with fresh_env(endpoints):
+                passes.append(persister_rates())
             print(f"persister: {passes[-1][0]:.0f} word rows/s; raw COPY of the same pages and words "
                   f"{passes[-1][1]:.0f} word rows/s, of the words alone {passes[-1][2]:.0f}/s", flush=True)
         persisted, raw, raw_words = (statistics.median(p[i] for p in passes) for i in range(3))
@@ -427,8 +425,8 @@ def main() -> None:
                    "persister_ratio_to_raw_copy": f"raw COPY of the same pages and words, in each pass; median pass of "
                                                   f"{_spread(ratios)} (of the words alone: ratio {word_ratio:.3f})"}
 
-        figures["ingest_rss_growth_mb_200mb_upload"] = round(ingest_rss_growth_mb(fresh_env(endpoints), work / "logs-rss",
-                                                                                   work), 1)
+        with fresh_env(endpoints) as env:
+            figures["ingest_rss_growth_mb_200mb_upload"] = round(ingest_rss_growth_mb(env, work / "logs-rss", work), 1)
         limits["ingest_rss_growth_mb_200mb_upload"] = "multipart parts of 8 MiB, 2 in flight"
     finally:
         if started_stack:  # only what this run started (stop_stack with no names would stop every component)

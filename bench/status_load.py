@@ -5,7 +5,7 @@
    Lua `delay()` paces each of 4 connections to one request per 20 ms (latency is wrk's, from send to answer).
 2. Search p50/p99 over N synthetic pages (default 100,000) COPYed straight into the bench's own schema (random
    unit 512-d embeddings, Korean/English words), the HNSW and text indexes built after the load; 4 connections.
-Topics, bucket and DB schema are the run's own (demo.processes.isolated_env) on the shared dev stack.
+Topics, bucket and DB schema are the run's own (bench.environment.own_env) on the shared dev stack.
 Writes its section of bench/results.json and bench/RESULTS.md.
 """
 import argparse
@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 import psycopg
-from psycopg import sql
 from pgvector.psycopg import register_vector
 
 from bench.environment import bench_run, status_api_process
@@ -150,12 +149,6 @@ def load_pages(settings: Settings, tenant: str, pages: int, pages_per_file: int 
                 "index_build_s": round(time.monotonic() - loaded, 1)}
 
 
-def drop_schema(settings: Settings) -> None:
-    """The run's pages and HNSW index are some hundred MB on the shared database: not left behind."""
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(settings.database_schema)))
-
-
 def measure(base: str, batch_id: str, seconds: int) -> dict:
     status_url = f"{base}/v1/batches/{batch_id}"
     return {
@@ -186,16 +179,13 @@ def main() -> None:
         publish(settings, [BatchProgress(batch_id=batch_id, tenant="default", status=BatchStatus.PROCESSING,
                                          total_files=100, total_chunks=10, succeeded=40, failed=1, skipped=0,
                                          created_at=now, updated_at=now, version=1)])
-        corpus = load_pages(settings, "default", args.pages)
-        try:
-            with status_api_process(env, "load") as (_service, port):
-                base = f"http://127.0.0.1:{port}"
-                wait_for_batch(base, batch_id)
-                status = measure(base, batch_id, args.seconds)
-                search_load(base, 3)  # warm-up: the embedding model and the index pages in memory
-                search = search_load(base, max(args.seconds, 20))
-        finally:
-            drop_schema(settings)
+        corpus = load_pages(settings, "default", args.pages)  # some hundred MB: bench_run drops them afterwards
+        with status_api_process(env, "load") as (_service, port):
+            base = f"http://127.0.0.1:{port}"
+            wait_for_batch(base, batch_id)
+            status = measure(base, batch_id, args.seconds)
+            search_load(base, 3)  # warm-up: the embedding model and the index pages in memory
+            search = search_load(base, max(args.seconds, 20))
 
     healthz, get, paced = status["healthz"], status["status"], status["status_paced"]
     figures = {
