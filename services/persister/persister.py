@@ -121,19 +121,21 @@ class Persister:
         Python on cores of their own), for as long as polls come full (a backlog; otherwise there is nothing to
         overlap, and cyclic GC resumes between polls). A poll that did not commit whole is rewound with the one
         read behind it, from where the DB says each partition resumes; the error if Postgres was away."""
-        def write(work: PolledWork) -> list[Future]:
-            """The poll's batch events (few) commit first, here, and then its results in lanes side by side: a
-            retry asked for is written before that retry's results."""
+        def write(work: PolledWork, full: bool) -> list[Future]:
+            """The poll's batch events (few) commit first, here, and then its results: a retry asked for is written
+            before that retry's results. Results of a full poll go in lanes side by side; a trickle's few in one
+            transaction (in lanes they cost two transactions' CPU for one's work, and nothing waits on them)."""
             events, results = work.apart(self._settings.topic_batch_events)
             if events.records:
                 positions, error = self._persist(events)
                 if positions:  # not committed: its results are read again with it
                     return [_settled((positions | results.first_offsets, error))]
-            return [lanes.submit(self._persist, lane) for lane in results.lanes(self._settings.persister_connections)]
+            count = self._settings.persister_connections if full else 1
+            return [lanes.submit(self._persist, lane) for lane in results.lanes(count)]
 
         most = self._settings.max_messages_per_transaction
         work, reading_ahead = self._sort(messages), len(messages) == most
-        writing = write(work)
+        writing = write(work, reading_ahead)
         while True:
             more = self._consumer.consume(most, self._settings.poll_timeout_s) \
                 if reading_ahead and not stop.is_set() else []
@@ -148,7 +150,7 @@ class Persister:
             if work.next_offsets:
                 self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()],
                                       asynchronous=True)
-            writing = write(following)
+            writing = write(following, reading_ahead)
             self.publish_pending()
             record_consumer_lag(self._consumer, self._settings.persister_group, cached=True,
                                 positions=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()])

@@ -127,6 +127,26 @@ def test_a_batch_spread_over_partitions_is_written_in_lanes_and_counted_once(set
     assert [s.processed_files for s in ours] == sorted(s.processed_files for s in ours)
 
 
+def test_a_poll_that_is_not_full_is_written_in_one_transaction(settings):
+    """A chunk's few results (a poll that does not come full) are one transaction over all their partitions:
+    lanes are for a backlog, and would cost a trickle two transactions for one's work."""
+    settings = PersisterSettings(persister_group=f"p-{uuid.uuid4().hex}", max_messages_per_transaction=40,
+                                 poll_timeout_s=2.0)  # long enough for one poll to take all six
+    batch = f"b{uuid.uuid4().hex[:8]}"
+    records = [(settings.topic_ocr_results, f"{batch}-f{i}".encode(), encode(result(batch, f"{batch}-f{i}")))
+               for i in range(settings.topic_partitions)]
+    produce_and_flush(build_producer(settings, client_id="seed"), records, timeout=10,
+                      spread={settings.topic_ocr_results})  # one result on each partition
+
+    with running_persister(settings) as running:
+        wait_for("SELECT count(*) FROM files WHERE batch_id = %s", (batch,), (len(records),), running.pool)
+        with running.pool.connection() as conn:
+            partitions, transactions = conn.execute(
+                "SELECT count(*), count(DISTINCT xmin::text) FROM consumer_offsets WHERE group_id = %s AND topic = %s",
+                (settings.persister_group, settings.topic_ocr_results)).fetchone()
+    assert (partitions, transactions) == (settings.topic_partitions, 1)
+
+
 def test_a_recount_waits_for_another_transaction_on_its_batch_and_counts_that_ones_files(settings):
     """Two lanes commit files of one batch; the one that recounts second must count the first one's files too."""
     batch = f"b{uuid.uuid4().hex[:8]}"
