@@ -7,13 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
 import psycopg
 from minio.deleteobjects import DeleteObject
 from psycopg import sql
 
 from common.db import apply_migrations
-from common.kafka import TOPIC_CONFIGS, ensure_topics
+from common.kafka import TOPIC_CONFIGS, build_admin, ensure_topics
 from common.settings import Settings
 from common.storage import build_s3_client, ensure_bucket
 from demo.processes import ServiceProcess, free_port, isolated_env
@@ -39,7 +38,7 @@ def own_env(endpoints: dict[str, str], *, partitions: int = 3, **extra: str) -> 
 
 
 def _remove_run_data(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **settings.kafka_config})
+    admin = build_admin(settings)  # held: a client collected while its futures wait destroys them
     for future in admin.delete_topics([settings.topic(t) for t in TOPIC_CONFIGS], operation_timeout=30).values():
         future.result(30)
     s3, bucket = build_s3_client(settings), settings.s3_bucket
@@ -47,10 +46,11 @@ def _remove_run_data(settings: Settings) -> None:
     # which only a single DELETE removes (a multi-object delete answers no error and leaves it).
     while names := [o.object_name for o in s3.list_objects(bucket, recursive=True)]:
         files = [name for name in names if not name.endswith("/")]
-        if errors := list(s3.remove_objects(bucket, map(DeleteObject, files))):  # lazy: deletes as it is iterated
+        if not files:  # only directories left
+            for directory in names:
+                s3.remove_object(bucket, directory)
+        elif errors := list(s3.remove_objects(bucket, map(DeleteObject, files))):  # lazy: deletes when iterated
             raise RuntimeError(f"bench bucket {bucket} not emptied: {errors[:3]}")
-        for directory in [] if files else names:
-            s3.remove_object(bucket, directory)
     s3.remove_bucket(bucket)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(settings.database_schema)))
@@ -64,7 +64,7 @@ def bench_run() -> Iterator[tuple[str, dict[str, str], Settings]]:
     started_stack = start_stack(stack)
     try:
         with own_env(stack_endpoints(stack)) as env:
-            yield env["OCRSTREAM_DATABASE_SCHEMA"].removeprefix("tbench"), env, Settings()
+            yield uuid.uuid4().hex[:8], env, Settings()
     finally:
         stop_stack(stack, started_stack)
 

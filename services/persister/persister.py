@@ -147,13 +147,12 @@ class Persister:
                 self._rewind(following.first_offsets | resume_at)
                 return next((error for _, error in outcomes if error is not None), None)
             # Kafka's own commit only feeds lag monitoring; restarts resume from the DB offsets.
-            if work.next_offsets:
-                self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()],
-                                      asynchronous=True)
+            positions = [TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()]
+            if positions:
+                self._consumer.commit(offsets=positions, asynchronous=True)
             writing = write(following, reading_ahead)
             self.publish_pending()
-            record_consumer_lag(self._consumer, self._settings.persister_group, cached=True,
-                                positions=[TopicPartition(t, p, o) for (t, p), o in work.next_offsets.items()])
+            record_consumer_lag(self._consumer, self._settings.persister_group, cached=True, positions=positions)
             if not writing:
                 return None
             work = following
