@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import faust
-from faust.exceptions import ConsumerNotStarted
 import httpx
 import psycopg
 from prometheus_client import Counter
@@ -73,7 +72,17 @@ def build_app(settings: NotifierSettings, notifier: "Notifier", datadir: str) ->
     async def send_webhooks() -> None:
         await notifier.send_forever()
 
-    notifier.bind(app)
+    # Readiness follows the rebalance signals, on the loop. Asking app.consumer from the probe thread raced the
+    # worker's start: faust builds it lazily, so a probe at that instant could build a second consumer nobody
+    # starts, and faust's table manager then crashed the worker on it (ConsumerNotStarted; 2 starts in 15).
+    @app.on_partitions_assigned.connect
+    async def track_assigned(_app: faust.App, assigned: set, **_: Any) -> None:
+        notifier.assigned = frozenset(assigned)
+
+    @app.on_partitions_revoked.connect
+    async def track_revoked(_app: faust.App, revoked: set, **_: Any) -> None:
+        notifier.assigned = notifier.assigned - revoked
+
     return app
 
 
@@ -83,18 +92,12 @@ class Notifier:
         self._pool = pool
         self._allowlist = [ipaddress.ip_network(n, strict=False) for n in settings.webhook_allowlist]
         self._wake: asyncio.Event | None = None
-        self._app: faust.App | None = None
-
-    def bind(self, app: faust.App) -> None:
-        self._app = app
+        self.assigned: frozenset = frozenset()  # the progress topic's partitions this member holds
 
     @property
     def ready(self) -> bool:
         """A member of the group with partitions of the progress topic."""
-        try:
-            return self._app is not None and bool(self._app.consumer.assignment())
-        except ConsumerNotStarted:  # probed before faust started its consumer thread
-            return False
+        return bool(self.assigned)
 
     # --- 1. the agent's half: snapshot → owed deliveries in the log --------------------------------------------
 
