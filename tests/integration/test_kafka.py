@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import ConfigResource, NewTopic
 
-from common.kafka import build_consumer, build_producer, ensure_topics, produce_and_flush, read_topic
+from common.kafka import build_admin, build_consumer, build_producer, ensure_topics, produce_and_flush, read_topic
 from schemas.topics import Topic
 
 pytestmark = pytest.mark.integration
@@ -15,9 +15,8 @@ pytestmark = pytest.mark.integration
 
 def test_ensure_topics_is_idempotent_and_compacts_progress(settings):
     assert ensure_topics(settings) == []  # the fixture created them already
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    resource = __import__("confluent_kafka.admin", fromlist=["ConfigResource"]).ConfigResource(
-        "topic", settings.topic(Topic.BATCH_PROGRESS))
+    admin = build_admin(settings)
+    resource = ConfigResource("topic", settings.topic(Topic.BATCH_PROGRESS))
     config = admin.describe_configs([resource])[resource].result(10)
     assert config["cleanup.policy"].value == "compact"
     topics = admin.list_topics(timeout=10).topics
@@ -76,7 +75,7 @@ def test_send_offsets_to_transaction_commits_exactly_the_consumed_positions(sett
 
 def test_compacted_topic_keeps_the_latest_value_per_key(settings):
     topic = f"{settings.topic_batch_progress}.compaction"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = build_admin(settings)
     config = {"cleanup.policy": "compact", "segment.bytes": "1048576", "segment.ms": "100",
               "min.cleanable.dirty.ratio": "0.01", "min.compaction.lag.ms": "0", "delete.retention.ms": "100"}
     admin.create_topics([NewTopic(topic, 1, 1, config=config)])[topic].result(10)
