@@ -98,7 +98,7 @@ class _Child:
         self._pipe.register(self.conn.fileno(), select.POLLIN)  # an answer, or the end of the pipe if it died
         try:
             self._statm = os.open(f"/proc/{self.process.pid}/statm", os.O_RDONLY)
-        except OSError:  # already gone: rss_bytes() says 0, and the dead child is found by alive()
+        except OSError:  # already gone: rss_bytes() says 0, and its closed pipe ends the wait
             pass
 
     def answered(self, seconds: float) -> bool:
@@ -198,9 +198,7 @@ class OcrSupervisor:
         deadline = time.monotonic() + self.file_timeout_s
         next_keep_alive = time.monotonic() + 0.5
         try:
-            while not child.answered(0.05):
-                if not child.alive():
-                    raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR process died: {child.exit_reason()}")
+            while not child.answered(0.05):  # a child that dies ends the wait too: its end of the pipe closes
                 if (rss := child.rss_bytes()) > self.memory_limit_bytes:
                     self._replace_active()
                     raise OcrTryFailed(FailureReason.OCR_OUT_OF_MEMORY, f"the OCR process used {rss >> 20} MiB, "
@@ -213,9 +211,10 @@ class OcrSupervisor:
                     keep_alive()
                     next_keep_alive = time.monotonic() + 0.5
             answer = child.conn.recv()
-        except (EOFError, OSError) as exc:  # the pipe broke: the child died while answering
+        except (EOFError, OSError) as exc:  # the pipe broke: the child died
+            reason = child.exit_reason()
             self._replace_active()
-            raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR process died: {exc}") from exc
+            raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR process died ({reason})") from exc
         except BaseException:
             self._replace_active()  # abandoned mid-file (shutdown, revoked partition): its answer would be stale
             raise

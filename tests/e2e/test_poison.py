@@ -24,11 +24,11 @@ from tests.helpers import file_row_counts
 pytestmark = pytest.mark.e2e
 
 OCR_ATTEMPTS = 2
-POISONS = {
-    "segfault": (poison_engine.SEGFAULT, FailureReason.OCR_CRASHED),
-    "hang": (poison_engine.HANG, FailureReason.OCR_TIMEOUT),
-    "memory": (poison_engine.ALLOCATE, FailureReason.OCR_OUT_OF_MEMORY),
-    "exception": (poison_engine.RAISE, FailureReason.TRANSFORM_ERROR),
+POISONS = {  # the marker, the failure's code, and what its reason must tell a person
+    "segfault": (poison_engine.SEGFAULT, FailureReason.OCR_CRASHED, "the OCR process died (killed by SIGSEGV)"),
+    "hang": (poison_engine.HANG, FailureReason.OCR_TIMEOUT, "OCR took longer than the limit of 4 s"),
+    "memory": (poison_engine.ALLOCATE, FailureReason.OCR_OUT_OF_MEMORY, "over the limit of 1024 MiB"),
+    "exception": (poison_engine.RAISE, FailureReason.TRANSFORM_ERROR, "RuntimeError: the engine has a bug"),
 }
 
 
@@ -63,7 +63,7 @@ def test_a_poisoned_file_fails_alone_after_its_tries(pipeline, tmp_path, monkeyp
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
-    marker, code = POISONS[kind]
+    marker, code, reason = POISONS[kind]
     worker = services["ocr_worker-1"]
     pid = worker.pid
     # The poison sits in the middle of its chunk (one chunk of 4), with good files before and after it.
@@ -80,7 +80,7 @@ def test_a_poisoned_file_fails_alone_after_its_tries(pipeline, tmp_path, monkeyp
 
     failed = [r for r in list(client.results(poisoned["batch_id"])) if r["status"] == "failed"]
     assert [r["original_name"] for r in failed] == ["01_poison.png"]
-    assert f"after {OCR_ATTEMPTS} tries" in failed[0]["error"]
+    assert f"after {OCR_ATTEMPTS} tries" in failed[0]["error"] and reason in failed[0]["error"], failed[0]["error"]
     results = [decode(Topic.OCR_RESULTS, m.value()) for m in read_topic(settings, settings.topic_ocr_results)]
     [poison_result] = [r for r in results if r.batch_id == poisoned["batch_id"] and r.status == "failed"]
     assert poison_result.error_code is code, poison_result.error
