@@ -178,12 +178,15 @@ class OcrSupervisor:
     def _ready(self, child: _Child) -> _Child:
         if child.ready:
             return child
-        if not child.conn.poll(self.start_timeout_s) or child.conn.recv() != "ready":
+        try:
+            if child.answered(self.start_timeout_s) and child.conn.recv() == "ready":
+                child.ready = True
+                return child
             reason = child.exit_reason() if not child.alive() else "not ready in time"
-            child.kill()
-            raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR child did not start ({reason})")
-        child.ready = True
-        return child
+        except (EOFError, OSError):  # it died loading its models: its end of the pipe closed
+            reason = child.exit_reason()
+        child.kill()
+        raise OcrTryFailed(FailureReason.OCR_CRASHED, f"the OCR child did not start ({reason})")
 
     def ask(self, task: OcrTask | EmbedTask, keep_alive: Callable[[], None]
             ) -> PagesRecognized | SplitNeeded | FileRefused | list[list[float]]:

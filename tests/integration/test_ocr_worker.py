@@ -20,6 +20,7 @@ from schemas.results import FailureReason, FileResult, FileStatus
 from schemas.topics import Topic, decode, encode
 from services.ocr_worker.__main__ import build_worker
 from services.ocr_worker.settings import WorkerSettings
+from services.ocr_worker.supervisor import OcrSupervisor, OcrTryFailed
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,19 @@ def upload(settings, _s3, name: str, data: bytes, content_type: str) -> StoredFi
     stored = ObjectStore(settings).put_stream(settings.s3_bucket, f"default/b/{file_id}", io.BytesIO(data), content_type=content_type)
     return StoredFile(file_id=file_id, bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size,
                       content_type=content_type, original_name=name)
+
+
+def test_an_ocr_child_that_dies_loading_its_models_is_a_lost_try_that_names_its_death():
+    # The child cannot load (an unknown embedding model), exits, and its end of the pipe closes: the start must
+    # say so as a lost try (a file's tries, or the worker's start), not let the pipe's bare EOFError escape.
+    supervisor = OcrSupervisor(engine="fast", embedder="no-such-model", default_languages="eng",
+                               max_pages_per_file=10, file_timeout_s=5, memory_limit_bytes=1 << 30)
+    try:
+        with pytest.raises(OcrTryFailed, match=r"the OCR child did not start \(exit code 1\)") as failed:
+            supervisor.start()
+        assert failed.value.code is FailureReason.OCR_CRASHED
+    finally:
+        supervisor.stop()
 
 
 def test_chunks_become_results_in_transactions(settings, tmp_path):
